@@ -10,7 +10,10 @@ pub mod cli;
 pub mod commands;
 pub mod context;
 pub mod driver_host;
+pub mod filter;
 pub mod output;
+pub mod shell;
+pub mod template;
 pub mod ui;
 
 use std::process::ExitCode;
