@@ -43,6 +43,8 @@ pub enum HostError {
         name: String,
         searched: Vec<PathBuf>,
     },
+    #[error("{} is not an executable file; give a driver name or the path of a driver binary", .0.display())]
+    NoSuchBinary(PathBuf),
     #[error(
         "`{0}` is not a driver name: use letters, digits, '-', '_' or '.', or a path to a driver binary"
     )]
@@ -111,10 +113,7 @@ impl DriverSearch {
             return if is_executable(&p) {
                 Ok(std::path::absolute(&p).unwrap_or(p))
             } else {
-                Err(HostError::NotFound {
-                    name: name.to_owned(),
-                    searched: vec![p],
-                })
+                Err(HostError::NoSuchBinary(p))
             };
         }
         if !valid_name(name) {

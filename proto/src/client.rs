@@ -480,13 +480,15 @@ impl Plugin {
             // SAFETY: only async-signal-safe calls between fork and exec.
             unsafe {
                 cmd.pre_exec(move || {
+                    // SIGKILL, not SIGTERM: a driver stuck or ignoring
+                    // signals must not outlive a host that was killed.
                     // Linux ties the parent-death signal to the thread that
                     // forked, so drivers must be spawned from a thread that
                     // lives as long as the host (a runtime worker or main,
                     // never a blocking-pool thread).
                     #[cfg(target_os = "linux")]
                     {
-                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                         if libc::getppid() != parent {
                             // The host died between fork and prctl.
                             libc::_exit(1);

@@ -1,0 +1,257 @@
+//! Test support for end-to-end tests: runs the real `machine` binary and the
+//! real driver binaries from the workspace's target directory, each test in
+//! its own store, and finds the driver processes a test started so it can
+//! prove none is left behind.
+//!
+//! Binaries come from the target directory this test binary was built into
+//! (`target/debug` next to `target/debug/deps`), or from `MACHINE_BIN_DIR`.
+//! `cargo build --workspace --bins` must have run first; `.ci/run` does.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Environment variable that tags every process a test starts, so the test
+/// can find its own driver processes among those of parallel tests.
+pub const MARKER_VAR: &str = "MACHINE_TEST_MARKER";
+
+/// The directory holding `machine` and the `machine-driver-*` binaries.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("MACHINE_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/debug/deps/<test> -> target/debug
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_owned();
+    assert!(
+        dir.join("machine").is_file(),
+        "{} has no `machine` binary: run `cargo build --workspace --bins` before the tests \
+         (or set MACHINE_BIN_DIR)",
+        dir.display()
+    );
+    dir
+}
+
+/// One test's world: a fresh store and a marker for its processes.
+#[derive(Debug)]
+pub struct TestContext {
+    pub store: tempfile::TempDir,
+    pub bin: PathBuf,
+    pub marker: String,
+    env: Vec<(String, String)>,
+}
+
+impl Default for TestContext {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What a finished command printed.
+#[derive(Debug)]
+pub struct Run {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Self {
+        Self {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts exit 0 and returns stdout.
+    #[track_caller]
+    pub fn ok(&self) -> &str {
+        assert!(
+            self.status.success(),
+            "expected success, got {}\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        &self.stdout
+    }
+
+    /// Asserts a failure with exit code `code` and returns stderr.
+    #[track_caller]
+    pub fn fails_with(&self, code: i32) -> &str {
+        assert_eq!(
+            self.status.code(),
+            Some(code),
+            "expected exit {code}\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        &self.stderr
+    }
+}
+
+impl TestContext {
+    pub fn new() -> Self {
+        let store = tempfile::Builder::new()
+            .prefix("machine-test-")
+            .tempdir()
+            .expect("temp store");
+        let marker = format!(
+            "{}-{}",
+            std::process::id(),
+            store
+                .path()
+                .file_name()
+                .and_then(OsStr::to_str)
+                .unwrap_or("x")
+        );
+        Self {
+            store,
+            bin: bin_dir(),
+            marker,
+            env: Vec::new(),
+        }
+    }
+
+    /// Sets an environment variable for every command of this test.
+    pub fn env(&mut self, key: &str, value: &str) -> &mut Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn store_path(&self) -> &Path {
+        self.store.path()
+    }
+
+    /// A `machine` command in this test's store, with a clean environment
+    /// for the variables that change its behaviour.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(self.bin.join("machine"));
+        cmd.args(args)
+            .env("MACHINE_STORAGE_PATH", self.store.path())
+            .env(MARKER_VAR, &self.marker)
+            .env("NO_COLOR", "1")
+            .env_remove("MACHINE_FAULT")
+            .env_remove("MACHINE_DEBUG")
+            .env_remove("MACHINE_DRIVER_TRANSPORT")
+            .env_remove("DOCKER_HOST")
+            .stdin(Stdio::null());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs `machine ARGS` to completion.
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.command(args).output().expect("run machine"))
+    }
+
+    /// Runs `machine ARGS` with extra environment.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = self.command(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Run::from(cmd.output().expect("run machine"))
+    }
+
+    /// Pids of live driver processes started by this test.
+    pub fn driver_pids(&self) -> Vec<u32> {
+        let needle = format!("{MARKER_VAR}={}", self.marker);
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+                let is_driver = Path::new(OsStr::new(std::str::from_utf8(argv0).unwrap_or("")))
+                    .file_name()
+                    .and_then(OsStr::to_str)
+                    .is_some_and(|f| f.starts_with("machine-driver-"));
+                is_driver
+                    && alive(*pid)
+                    && std::fs::read(format!("/proc/{pid}/environ"))
+                        .unwrap_or_default()
+                        .split(|b| *b == 0)
+                        .any(|kv| kv == needle.as_bytes())
+            })
+            .collect()
+    }
+
+    /// Waits until one of this test's driver processes exists.
+    #[track_caller]
+    pub fn wait_for_driver(&self, limit: Duration) -> Vec<u32> {
+        let start = Instant::now();
+        loop {
+            let pids = self.driver_pids();
+            if !pids.is_empty() {
+                return pids;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "no driver process appeared within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Asserts that no driver process of this test is alive, allowing
+    /// `limit` for processes that are on their way out.
+    #[track_caller]
+    pub fn assert_no_driver_left(&self, limit: Duration) {
+        let start = Instant::now();
+        loop {
+            let pids = self.driver_pids();
+            if pids.is_empty() {
+                return;
+            }
+            if start.elapsed() >= limit {
+                let _ = Command::new("ps")
+                    .args(["-o", "pid,ppid,stat,args", "-p"])
+                    .arg(
+                        pids.iter()
+                            .map(u32::to_string)
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    )
+                    .status();
+                panic!("driver processes left behind after {limit:?}: {pids:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Alive and not a zombie.
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+impl Drop for TestContext {
+    fn drop(&mut self) {
+        // A failed test must not leave its drivers running for the next.
+        for pid in self.driver_pids() {
+            // SAFETY: signalling a pid this test started.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+    }
+}
