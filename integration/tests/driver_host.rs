@@ -166,7 +166,10 @@ fn an_unknown_protocol_version_names_both_sides_and_the_fix() {
         ),
         "{err}"
     );
-    assert!(err.contains("machine driver upgrade fault"), "{err}");
+    assert!(
+        err.contains("install a release of the driver built for protocol 1"),
+        "{err}"
+    );
 }
 
 #[test]

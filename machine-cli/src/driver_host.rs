@@ -350,7 +350,10 @@ impl DriverHost {
         } else {
             name.to_owned()
         };
+        // One limit for the whole start: handshake, health and GetInfo.
         let start_timeout = env_secs(ENV_START_TIMEOUT, 10);
+        let deadline = tokio::time::Instant::now() + start_timeout;
+        let remaining = || deadline.saturating_duration_since(tokio::time::Instant::now());
         let mut opts = LaunchOptions::new(name.clone(), path.clone(), self.socket_dir.path());
         opts.start_timeout = start_timeout;
         if std::env::var(ENV_TRANSPORT).as_deref() == Ok("tcp") {
@@ -365,10 +368,10 @@ impl DriverHost {
         opts.on_log = Some(log_sink(name.clone(), self.debug));
         tracing::debug!(driver = %name, path = %path.display(), "starting driver");
         let plugin = Plugin::launch(opts).await?;
-        plugin.check_health(start_timeout).await?;
+        plugin.check_health(remaining()).await?;
 
         let mut client = plugin.driver();
-        let info = match tokio::time::timeout(start_timeout, client.get_info(v1::GetInfoRequest {}))
+        let info = match tokio::time::timeout(remaining(), client.get_info(v1::GetInfoRequest {}))
             .await
         {
             Ok(Ok(resp)) => resp.into_inner(),

@@ -4,21 +4,27 @@
 //! The binary is a thin `main` over [`main`]. Modules by concern: [`cli`]
 //! (the command line), [`commands`] (one module per command group),
 //! [`driver_host`] (finding, launching and supervising drivers),
-//! [`output`] (data on stdout) and [`ui`] (messages on stderr).
+//! [`store`] (machines on disk), [`output`] (data on stdout) and [`ui`]
+//! (messages on stderr).
 
 pub mod cli;
 pub mod commands;
 pub mod context;
+pub mod driver_flags;
 pub mod driver_host;
 pub mod filter;
+pub mod machine;
 pub mod output;
 pub mod shell;
+pub mod store;
 pub mod template;
 pub mod ui;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
+use machine_proto::v1;
 
 /// Exit status for errors in the command's work (usage errors exit 2).
 pub const EXIT_FAILURE: u8 = 1;
@@ -38,8 +44,10 @@ fn init_tracing(debug: bool) {
 
 /// Runs the CLI and returns the process's exit status.
 pub fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
-    init_tracing(cli.global.debug);
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let pre = cli::prescan(&args);
+    let debug = pre.debug || std::env::var_os("MACHINE_DEBUG").is_some_and(|v| !v.is_empty());
+    init_tracing(debug);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -52,8 +60,9 @@ pub fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let ctx = context::Context::new(&cli.global)?;
-        let result = commands::run(cli.command, &ctx).await;
+        let storage = context::storage_path(pre.storage_path.as_deref())?;
+        let ctx = context::Context::new(storage, debug)?;
+        let result = run(&ctx, &pre, args).await;
         ctx.host.shutdown().await;
         result
     });
@@ -64,6 +73,48 @@ pub fn main() -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+async fn run(
+    ctx: &context::Context,
+    pre: &cli::Prescan,
+    args: Vec<OsString>,
+) -> anyhow::Result<ExitCode> {
+    let mut command = cli::Cli::command();
+    // `create` learns its driver's flags before parsing.
+    let mut driver_flags: Vec<v1::Flag> = Vec::new();
+    if pre.subcommand.as_deref() == Some("create") {
+        let driver = pre
+            .driver
+            .clone()
+            .or_else(|| std::env::var("MACHINE_DRIVER").ok().filter(|d| !d.is_empty()))
+            .unwrap_or_else(|| "virtualbox".to_owned());
+        match commands::create::driver_flags(ctx, &driver).await {
+            Ok(flags) => {
+                command = command.mut_subcommand("create", |c| {
+                    driver_flags::add_to(c, &driver, &flags)
+                });
+                driver_flags = flags;
+            }
+            // Help still works without the driver, with a word about it.
+            Err(e) if pre.help => ui::warn(&format!("{e:#}")),
+            Err(e) => return Err(e),
+        }
+    }
+    let matches = match command.try_get_matches_from(args) {
+        Ok(m) => m,
+        Err(e) => {
+            let code = e.exit_code();
+            let _ = e.print();
+            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(2)));
+        }
+    };
+    let cli = cli::Cli::from_arg_matches(&matches).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let create_matches = matches.subcommand_matches("create");
+    let flag_values = create_matches
+        .map(|m| driver_flags::values(m, &driver_flags))
+        .unwrap_or_default();
+    commands::run(cli.command, ctx, flag_values).await
 }
 
 /// Prints an error and its causes on stderr.

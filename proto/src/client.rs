@@ -193,7 +193,7 @@ pub enum LaunchError {
         host: u32,
     },
     #[error(
-        "driver `{name}` speaks protocol version {driver}, but this machine speaks version{} {}: install a release of the driver built for protocol {} (`machine driver upgrade {name}`), or a machine release that speaks protocol {driver}",
+        "driver `{name}` speaks protocol version {driver}, but this machine speaks version{} {}: install a release of the driver built for protocol {}, or a machine release that speaks protocol {driver}",
         if host.len() == 1 { "" } else { "s" },
         handshake::format_versions(host),
         handshake::format_versions(host),
@@ -461,6 +461,11 @@ impl Plugin {
         cmd.env(MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE)
             .env(ENV_PROTOCOL_VERSIONS, handshake::format_versions(&versions))
             .env(ENV_UNIX_SOCKET_DIR, &socket_dir)
+            // go-plugin reads these: mTLS and multiplexing the host does
+            // not speak, so a value left in the user's environment must not
+            // reach the driver.
+            .env_remove("PLUGIN_CLIENT_CERT")
+            .env_remove("PLUGIN_MULTIPLEX_GRPC")
             .envs(env)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -588,6 +593,18 @@ impl Plugin {
                 name,
                 driver: parsed.app_version,
                 host: versions,
+            });
+        }
+        if let Address::Tcp(addr) = &parsed.address
+            && !addr.ip().is_loopback()
+        {
+            spawned.kill().await;
+            return Err(LaunchError::BadHandshake {
+                name,
+                program,
+                line: line.trim_end().to_owned(),
+                reason: format!("it listens on {addr}, which is not a loopback address"),
+                tail: fail(&output).await,
             });
         }
         if parsed.protocol != WIRE_PROTOCOL {
