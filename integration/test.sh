@@ -8,9 +8,11 @@ cd "$(dirname "$0")/.."
 log() { printf '\n==> %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# System packages the tests need (none beyond the toolchain yet for the
-# plugin layer; the provisioning tests add docker.io and debootstrap).
-PACKAGES=(ca-certificates procps)
+# System packages the tests need: the shells whose `machine env` output the
+# tests run through a real interpreter (PowerShell is not in Debian, so its
+# test says SKIPPED), and ps for reports of leftover processes.
+PACKAGES=(ca-certificates procps zsh ksh fish tcsh emacs-nox)
+export MACHINE_TEST_REQUIRE_SHELLS=sh,bash,dash,zsh,ksh,fish,tcsh,csh,emacs
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -5,8 +5,9 @@
 //! ```no_run
 //! # async fn t() {
 //! use machine_driver_sdk::conformance::Kit;
-//! let report = Kit::new(env!("CARGO_BIN_EXE_machine-driver-fault"))
-//!     .flag("fault-ssh-port", "2222")
+//! // In a driver crate's integration test: env!("CARGO_BIN_EXE_machine-driver-NAME").
+//! let report = Kit::new("target/debug/machine-driver-mine")
+//!     .flag("mine-region", "local")
 //!     .run()
 //!     .await;
 //! report.assert_passed();
@@ -479,9 +480,10 @@ impl Session<'_> {
                     )
                 },
             )?;
-            ensure(f.name.starts_with(&prefix) || self.kit.unprefixed.contains(&f.name), || {
-                format!("flag {:?} does not start with {prefix:?}", f.name)
-            })?;
+            ensure(
+                f.name.starts_with(&prefix) || self.kit.unprefixed.contains(&f.name),
+                || format!("flag {:?} does not start with {prefix:?}", f.name),
+            )?;
             ensure(!f.usage.is_empty(), || {
                 format!("flag {:?} has no usage text", f.name)
             })?;

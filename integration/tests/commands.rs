@@ -28,7 +28,12 @@ fn create_fault(t: &TestContext, name: &str, extra: &[&str]) {
 fn ls_rows(run: &Run) -> Vec<Vec<String>> {
     run.ok()
         .lines()
-        .map(|l| l.split("   ").map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect())
+        .map(|l| {
+            l.split("   ")
+                .map(|c| c.trim().to_owned())
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
         .collect()
 }
 
@@ -41,20 +46,44 @@ fn ls_names(t: &TestContext, args: &[&str]) -> Vec<String> {
 #[test]
 fn create_then_ls_shows_the_machine() {
     let t = TestContext::new();
-    let run = t.run(&["create", "-d", "none", "--url", "tcp://127.0.0.1:12376", "dev"]);
+    let run = t.run(&[
+        "create",
+        "-d",
+        "none",
+        "--url",
+        "tcp://127.0.0.1:12376",
+        "dev",
+    ]);
     run.ok();
     assert!(run.stdout.is_empty(), "create prints nothing on stdout");
-    assert!(run.stderr.contains("Machine `dev` created"), "{}", run.stderr);
-    assert!(run.stderr.contains("eval $(machine env dev)"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("Machine `dev` created"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("eval $(machine env dev)"),
+        "{}",
+        run.stderr
+    );
 
     let rows = ls_rows(&t.run(&["ls"]));
     assert_eq!(
         rows[0],
-        ["NAME", "ACTIVE", "DRIVER", "STATE", "URL", "SWARM", "DOCKER", "ERRORS"]
+        [
+            "NAME", "ACTIVE", "DRIVER", "STATE", "URL", "SWARM", "DOCKER", "ERRORS"
+        ]
     );
     assert_eq!(
         rows[1],
-        ["dev", "-", "none", "Running", "tcp://127.0.0.1:12376", "Unknown"]
+        [
+            "dev",
+            "-",
+            "none",
+            "Running",
+            "tcp://127.0.0.1:12376",
+            "Unknown"
+        ]
     );
     t.assert_no_driver_left(LEFT);
 }
@@ -94,23 +123,48 @@ fn a_store_copied_elsewhere_keeps_working() {
     assert!(status.success());
     let run = t.run(&["-s", copy.path().to_str().unwrap(), "status", "dev"]);
     assert_eq!(run.ok(), "Stopped\n");
-    t.run(&["-s", copy.path().to_str().unwrap(), "start", "dev"]).ok();
-    assert_eq!(t.run(&["status", "dev"]).ok(), "Stopped\n", "the original is untouched");
+    t.run(&["-s", copy.path().to_str().unwrap(), "start", "dev"])
+        .ok();
+    assert_eq!(
+        t.run(&["status", "dev"]).ok(),
+        "Stopped\n",
+        "the original is untouched"
+    );
 }
 
 #[test]
 fn create_validates_names_and_arguments() {
     let t = TestContext::new();
-    let run = t.run(&["create", "-d", "none", "--url", "tcp://127.0.0.1:1", "bad_name"]);
+    let run = t.run(&[
+        "create",
+        "-d",
+        "none",
+        "--url",
+        "tcp://127.0.0.1:1",
+        "bad_name",
+    ]);
     assert!(
-        run.fails_with(1).contains("`bad_name` is not a valid machine name"),
+        run.fails_with(1)
+            .contains("`bad_name` is not a valid machine name"),
         "{}",
         run.stderr
     );
     let run = t.run(&["create", "-d", "none", "--url", "tcp://127.0.0.1:1"]);
     assert!(run.fails_with(2).contains("<NAME>"), "{}", run.stderr);
-    let run = t.run(&["create", "-d", "none", "--url", "tcp://127.0.0.1:1", "a", "b"]);
-    assert!(run.fails_with(2).contains("unexpected argument 'b'"), "{}", run.stderr);
+    let run = t.run(&[
+        "create",
+        "-d",
+        "none",
+        "--url",
+        "tcp://127.0.0.1:1",
+        "a",
+        "b",
+    ]);
+    assert!(
+        run.fails_with(2).contains("unexpected argument 'b'"),
+        "{}",
+        run.stderr
+    );
     let run = t.run(&["create", "-d", "none", "x"]);
     assert!(run.fails_with(2).contains("--url"), "{}", run.stderr);
     assert!(ls_names(&t, &[]).is_empty(), "nothing was created");
@@ -135,15 +189,26 @@ fn create_help_shows_the_drivers_flags_with_env_vars() {
 
     // Without a usable driver, help still shows create's own flags.
     let help = t.run(&["create", "-d", "nosuch", "--help"]);
-    assert!(help.ok().contains("--engine-install-url"), "{}", help.stdout);
-    assert!(help.stderr.contains("driver `nosuch` not found"), "{}", help.stderr);
+    assert!(
+        help.ok().contains("--engine-install-url"),
+        "{}",
+        help.stdout
+    );
+    assert!(
+        help.stderr.contains("driver `nosuch` not found"),
+        "{}",
+        help.stderr
+    );
 }
 
 #[test]
 fn driver_flags_are_read_from_their_environment_variables() {
     let t = TestContext::new();
-    t.run_env(&["create", "-d", "none", "env-url"], &[("NONE_URL", "tcp://127.0.0.1:2999")])
-        .ok();
+    t.run_env(
+        &["create", "-d", "none", "env-url"],
+        &[("NONE_URL", "tcp://127.0.0.1:2999")],
+    )
+    .ok();
     assert_eq!(t.run(&["url", "env-url"]).ok(), "tcp://127.0.0.1:2999\n");
 }
 
@@ -152,13 +217,23 @@ fn a_refused_create_leaves_nothing_behind() {
     let t = TestContext::new();
     let run = t.run(&["create", "-d", "none", "--url", "10.0.0.1:2376", "dev"]);
     let err = run.fails_with(1);
-    assert!(err.contains("driver `none` refused to create machine `dev`"), "{err}");
+    assert!(
+        err.contains("driver `none` refused to create machine `dev`"),
+        "{err}"
+    );
     assert!(err.contains("is not a Docker endpoint"), "{err}");
     assert!(err.contains("hint: use tcp://HOST:PORT"), "{err}");
     assert!(!t.store_path().join("machines/dev").exists());
 
-    let run = t.run_env(&["create", "-d", "fault", "dev"], &[("MACHINE_FAULT", "crash=PreCreateCheck")]);
-    assert!(run.fails_with(1).contains("killed by signal 6"), "{}", run.stderr);
+    let run = t.run_env(
+        &["create", "-d", "fault", "dev"],
+        &[("MACHINE_FAULT", "crash=PreCreateCheck")],
+    );
+    assert!(
+        run.fails_with(1).contains("killed by signal 6"),
+        "{}",
+        run.stderr
+    );
     assert!(!t.store_path().join("machines/dev").exists());
     t.assert_no_driver_left(LEFT);
 }
@@ -166,7 +241,10 @@ fn a_refused_create_leaves_nothing_behind() {
 #[test]
 fn a_failed_create_is_kept_in_error_state_and_rm_cleans_it() {
     let t = TestContext::new();
-    let run = t.run_env(&["create", "-d", "fault", "dev"], &[("MACHINE_FAULT", "fail=Create")]);
+    let run = t.run_env(
+        &["create", "-d", "fault", "dev"],
+        &[("MACHINE_FAULT", "fail=Create")],
+    );
     let err = run.fails_with(1);
     assert!(err.contains("injected failure in Create"), "{err}");
     assert!(err.contains("machine rm -f dev"), "{err}");
@@ -221,13 +299,24 @@ fn ls_filters_or_within_a_key_and_across_keys() {
     create_fault(&t, "f-run", &["--engine-label", "env=prod"]);
     create_fault(&t, "f-stop", &["--engine-label", "env=dev"]);
     t.run(&["stop", "f-stop"]).ok();
-    create_none(&t, "n-one", 2376, &["--engine-label", "env=prod", "--engine-label", "tier=web"]);
+    create_none(
+        &t,
+        "n-one",
+        2376,
+        &["--engine-label", "env=prod", "--engine-label", "tier=web"],
+    );
 
     assert_eq!(ls_names(&t, &["--filter", "driver=none"]), ["n-one"]);
     assert_eq!(ls_names(&t, &["--filter", "state=stopped"]), ["f-stop"]);
-    assert_eq!(ls_names(&t, &["--filter", "state=Running"]), ["f-run", "n-one"]);
+    assert_eq!(
+        ls_names(&t, &["--filter", "state=Running"]),
+        ["f-run", "n-one"]
+    );
     assert_eq!(ls_names(&t, &["--filter", "name=^f-"]), ["f-run", "f-stop"]);
-    assert_eq!(ls_names(&t, &["--filter", "label=env=prod"]), ["f-run", "n-one"]);
+    assert_eq!(
+        ls_names(&t, &["--filter", "label=env=prod"]),
+        ["f-run", "n-one"]
+    );
     assert_eq!(ls_names(&t, &["--filter", "label=tier"]), ["n-one"]);
     // OR within a key.
     assert_eq!(
@@ -241,11 +330,24 @@ fn ls_filters_or_within_a_key_and_across_keys() {
     );
     // AND across keys.
     assert_eq!(
-        ls_names(&t, &["--filter", "driver=fault", "--filter", "label=env=prod"]),
+        ls_names(
+            &t,
+            &["--filter", "driver=fault", "--filter", "label=env=prod"]
+        ),
         ["f-run"]
     );
     assert_eq!(
-        ls_names(&t, &["--filter", "driver=fault", "--filter", "state=running", "--filter", "state=stopped"]),
+        ls_names(
+            &t,
+            &[
+                "--filter",
+                "driver=fault",
+                "--filter",
+                "state=running",
+                "--filter",
+                "state=stopped"
+            ]
+        ),
         ["f-run", "f-stop"]
     );
     // The full table honours filters too.
@@ -270,7 +372,11 @@ fn ls_formats_templates_tables_and_json() {
     create_fault(&t, "a", &[]);
     let run = t.run(&["ls", "--format", "{{.Name}} {{.DriverName}} {{.State}}"]);
     assert_eq!(run.ok(), "a fault Running\nb none Running\n");
-    let run = t.run(&["ls", "--format", "table {{.Name}}\t{{.DriverName}}\t{{.URL}}"]);
+    let run = t.run(&[
+        "ls",
+        "--format",
+        "table {{.Name}}\t{{.DriverName}}\t{{.URL}}",
+    ]);
     assert_eq!(
         run.ok(),
         "NAME   DRIVER   URL\na      fault    tcp://127.0.0.1:2376\nb      none     tcp://127.0.0.1:2377\n"
@@ -302,11 +408,23 @@ fn ls_shows_broken_configs_as_errors_and_rm_force_removes_them() {
     let row = |n: &str| rows.iter().find(|r| r[0] == n).unwrap().clone();
     assert_eq!(row("good")[3], "Running");
     assert_eq!(row("corrupt")[1..3], ["-", "Error"]);
-    assert!(row("corrupt")[3].contains("is not a valid machine config"), "{:?}", row("corrupt"));
-    assert!(row("newer")[3].contains("written by a newer machine (config schema 7"), "{:?}", row("newer"));
+    assert!(
+        row("corrupt")[3].contains("is not a valid machine config"),
+        "{:?}",
+        row("corrupt")
+    );
+    assert!(
+        row("newer")[3].contains("written by a newer machine (config schema 7"),
+        "{:?}",
+        row("newer")
+    );
 
     let rm = t.run(&["rm", "-y", "corrupt"]);
-    assert!(rm.fails_with(1).contains("machine rm -f corrupt"), "{}", rm.stderr);
+    assert!(
+        rm.fails_with(1).contains("machine rm -f corrupt"),
+        "{}",
+        rm.stderr
+    );
     t.run(&["rm", "-y", "-f", "corrupt", "newer"]).ok();
     assert_eq!(ls_names(&t, &[]), ["good"]);
 }
@@ -333,25 +451,51 @@ fn ls_uses_one_driver_process_for_many_machines() {
     let run = t.run(&["ls", "--debug"]);
     assert_eq!(ls_rows(&run).len(), 21);
     let starts = run.stderr.matches("starting driver").count();
-    assert_eq!(starts, 1, "one none process for 20 machines:\n{}", run.stderr);
+    assert_eq!(
+        starts, 1,
+        "one none process for 20 machines:\n{}",
+        run.stderr
+    );
 }
 
 #[test]
 fn inspect_prints_docker_machine_shaped_json_and_templates() {
     let t = TestContext::new();
-    create_none(&t, "dev", 2376, &["--engine-label", "a=b", "--tls-san", "dev.example"]);
+    create_none(
+        &t,
+        "dev",
+        2376,
+        &["--engine-label", "a=b", "--tls-san", "dev.example"],
+    );
     let run = t.run(&["inspect", "dev"]);
     let v: serde_json::Value = serde_json::from_str(run.ok()).unwrap();
     assert_eq!(v["Name"], "dev");
     assert_eq!(v["DriverName"], "none");
     assert_eq!(v["Driver"]["url"], "tcp://127.0.0.1:2376");
     assert_eq!(v["Driver"]["IPAddress"], "127.0.0.1");
-    assert_eq!(v["HostOptions"]["EngineOptions"]["Labels"], serde_json::json!(["a=b"]));
-    assert_eq!(v["HostOptions"]["AuthOptions"]["ServerCertSANs"], serde_json::json!(["dev.example"]));
-    let run = t.run(&["inspect", "-f", "{{.Driver.IPAddress}} {{json .HostOptions.EngineOptions.Labels}}", "dev"]);
+    assert_eq!(
+        v["HostOptions"]["EngineOptions"]["Labels"],
+        serde_json::json!(["a=b"])
+    );
+    assert_eq!(
+        v["HostOptions"]["AuthOptions"]["ServerCertSANs"],
+        serde_json::json!(["dev.example"])
+    );
+    let run = t.run(&[
+        "inspect",
+        "-f",
+        "{{.Driver.IPAddress}} {{json .HostOptions.EngineOptions.Labels}}",
+        "dev",
+    ]);
     assert_eq!(run.ok(), "127.0.0.1 [\"a=b\"]\n");
     let missing = t.run(&["inspect", "nope"]);
-    assert!(missing.fails_with(1).contains("machine `nope` does not exist"), "{}", missing.stderr);
+    assert!(
+        missing
+            .fails_with(1)
+            .contains("machine `nope` does not exist"),
+        "{}",
+        missing.stderr
+    );
 }
 
 #[test]
@@ -365,13 +509,18 @@ fn status_url_ip_config_and_the_default_machine() {
     let d = dir.display();
     assert_eq!(
         t.run(&["config"]).ok(),
-        format!("--tlsverify\n--tlscacert=\"{d}/ca.pem\"\n--tlscert=\"{d}/cert.pem\"\n--tlskey=\"{d}/key.pem\"\n-H=tcp://127.0.0.1:2376\n")
+        format!(
+            "--tlsverify\n--tlscacert=\"{d}/ca.pem\"\n--tlscert=\"{d}/cert.pem\"\n--tlskey=\"{d}/key.pem\"\n-H=tcp://127.0.0.1:2376\n"
+        )
     );
     create_fault(&t, "f", &[]);
     t.run(&["stop", "f"]).ok();
     let url = t.run(&["url", "f"]);
     let err = url.fails_with(1);
-    assert!(err.contains("machine `f` is not running (state: Stopped)"), "{err}");
+    assert!(
+        err.contains("machine `f` is not running (state: Stopped)"),
+        "{err}"
+    );
     assert!(err.contains("machine start f"), "{err}");
 }
 
@@ -383,7 +532,11 @@ fn active_follows_docker_host() {
     let run = t.run_env(&["active"], &[("DOCKER_HOST", "tcp://127.0.0.1:2377")]);
     assert_eq!(run.ok(), "two\n");
     let run = t.run(&["active"]);
-    assert!(run.fails_with(1).contains("DOCKER_HOST is not set"), "{}", run.stderr);
+    assert!(
+        run.fails_with(1).contains("DOCKER_HOST is not set"),
+        "{}",
+        run.stderr
+    );
     let rows = ls_rows(&t.run_env(&["ls"], &[("DOCKER_HOST", "tcp://127.0.0.1:2376")]));
     assert_eq!(rows[1][..2], ["one", "*"]);
     assert_eq!(rows[2][..2], ["two", "-"]);
@@ -395,7 +548,10 @@ fn version_without_a_name_prints_machines_own() {
     let run = t.run(&["version"]);
     assert_eq!(
         run.ok(),
-        format!("machine {} (driver protocol 1)\n", env!("CARGO_PKG_VERSION"))
+        format!(
+            "machine {} (driver protocol 1)\n",
+            env!("CARGO_PKG_VERSION")
+        )
     );
 }
 
@@ -417,18 +573,42 @@ fn env_prints_every_shell_and_evals_in_bash() {
         )
     );
     let fish = env_out(&t, &["env", "--shell", "fish", "dev"], &[]);
-    assert!(fish.contains("set -gx DOCKER_HOST \"tcp://127.0.0.1:2376\";"), "{fish}");
-    assert!(fish.contains("# eval (machine env --shell fish dev)"), "{fish}");
+    assert!(
+        fish.contains("set -gx DOCKER_HOST \"tcp://127.0.0.1:2376\";"),
+        "{fish}"
+    );
+    assert!(
+        fish.contains("# eval (machine env --shell fish dev)"),
+        "{fish}"
+    );
     let ps = env_out(&t, &["env", "--shell", "powershell", "dev"], &[]);
-    assert!(ps.contains("$Env:DOCKER_HOST = \"tcp://127.0.0.1:2376\""), "{ps}");
-    assert!(ps.contains("# & machine env --shell powershell dev | Invoke-Expression"), "{ps}");
+    assert!(
+        ps.contains("$Env:DOCKER_HOST = \"tcp://127.0.0.1:2376\""),
+        "{ps}"
+    );
+    assert!(
+        ps.contains("# & machine env --shell powershell dev | Invoke-Expression"),
+        "{ps}"
+    );
     let cmd = env_out(&t, &["env", "--shell", "cmd", "dev"], &[]);
-    assert!(cmd.contains("SET DOCKER_HOST=tcp://127.0.0.1:2376"), "{cmd}");
-    assert!(cmd.contains("REM \t@FOR /f \"tokens=*\" %i IN ('machine env --shell cmd dev') DO @%i"), "{cmd}");
+    assert!(
+        cmd.contains("SET DOCKER_HOST=tcp://127.0.0.1:2376"),
+        "{cmd}"
+    );
+    assert!(
+        cmd.contains("REM \t@FOR /f \"tokens=*\" %i IN ('machine env --shell cmd dev') DO @%i"),
+        "{cmd}"
+    );
     let tcsh = env_out(&t, &["env", "--shell", "tcsh", "dev"], &[]);
-    assert!(tcsh.contains("setenv DOCKER_HOST \"tcp://127.0.0.1:2376\";"), "{tcsh}");
+    assert!(
+        tcsh.contains("setenv DOCKER_HOST \"tcp://127.0.0.1:2376\";"),
+        "{tcsh}"
+    );
     let emacs = env_out(&t, &["env", "--shell", "emacs", "dev"], &[]);
-    assert!(emacs.contains("(setenv \"DOCKER_HOST\" \"tcp://127.0.0.1:2376\")"), "{emacs}");
+    assert!(
+        emacs.contains("(setenv \"DOCKER_HOST\" \"tcp://127.0.0.1:2376\")"),
+        "{emacs}"
+    );
     let zsh = env_out(&t, &["env", "--shell", "zsh", "dev"], &[]);
     assert!(zsh.starts_with("export DOCKER_TLS_VERIFY=\"1\"\n"), "{zsh}");
 
@@ -465,11 +645,29 @@ fn env_unsets_and_extends_no_proxy_without_duplicates() {
     let fish_unset = env_out(&t, &["env", "--shell", "fish", "-u"], &[]);
     assert!(fish_unset.contains("set -e DOCKER_HOST;"), "{fish_unset}");
 
-    let np = env_out(&t, &["env", "--shell", "bash", "--no-proxy", "dev"], &[("NO_PROXY", "example.com")]);
-    assert!(np.contains("export NO_PROXY=\"example.com,127.0.0.1\""), "{np}");
-    let np = env_out(&t, &["env", "--shell", "bash", "--no-proxy", "dev"], &[("NO_PROXY", "127.0.0.1,example.com")]);
-    assert!(np.contains("export NO_PROXY=\"127.0.0.1,example.com\""), "{np}");
-    let np = env_out(&t, &["env", "--shell", "bash", "--no-proxy", "dev"], &[("no_proxy", "a.b")]);
+    let np = env_out(
+        &t,
+        &["env", "--shell", "bash", "--no-proxy", "dev"],
+        &[("NO_PROXY", "example.com")],
+    );
+    assert!(
+        np.contains("export NO_PROXY=\"example.com,127.0.0.1\""),
+        "{np}"
+    );
+    let np = env_out(
+        &t,
+        &["env", "--shell", "bash", "--no-proxy", "dev"],
+        &[("NO_PROXY", "127.0.0.1,example.com")],
+    );
+    assert!(
+        np.contains("export NO_PROXY=\"127.0.0.1,example.com\""),
+        "{np}"
+    );
+    let np = env_out(
+        &t,
+        &["env", "--shell", "bash", "--no-proxy", "dev"],
+        &[("no_proxy", "a.b")],
+    );
     assert!(np.contains("export no_proxy=\"a.b,127.0.0.1\""), "{np}");
     let np = env_out(&t, &["env", "--shell", "bash", "--no-proxy", "dev"], &[]);
     assert!(np.contains("export NO_PROXY=\"127.0.0.1\""), "{np}");
@@ -510,7 +708,11 @@ fn rm_asks_unless_told_and_force_survives_a_missing_driver() {
     assert!(err.contains("machine rm -f keep"), "{err}");
     t.run_env(&["rm", "-y", "-f", "keep"], &env).ok();
     assert!(ls_names(&t, &[]).is_empty());
-    assert!(t.run(&["rm", "-y", "nope"]).fails_with(1).contains("does not exist"));
+    assert!(
+        t.run(&["rm", "-y", "nope"])
+            .fails_with(1)
+            .contains("does not exist")
+    );
     t.assert_no_driver_left(LEFT);
 }
 
@@ -519,13 +721,29 @@ fn start_stop_restart_kill_with_already_errors() {
     let t = TestContext::new();
     create_fault(&t, "f", &[]);
     let run = t.run(&["start", "f"]);
-    assert!(run.fails_with(1).contains("machine `f` is already running"), "{}", run.stderr);
+    assert!(
+        run.fails_with(1).contains("machine `f` is already running"),
+        "{}",
+        run.stderr
+    );
     let run = t.run(&["stop", "f"]);
     assert!(run.ok().is_empty());
-    assert!(run.stderr.contains("Machine `f` was stopped."), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("Machine `f` was stopped."),
+        "{}",
+        run.stderr
+    );
     assert_eq!(t.run(&["status", "f"]).ok(), "Stopped\n");
-    assert!(t.run(&["stop", "f"]).fails_with(1).contains("already stopped"));
-    assert!(t.run(&["kill", "f"]).fails_with(1).contains("already stopped"));
+    assert!(
+        t.run(&["stop", "f"])
+            .fails_with(1)
+            .contains("already stopped")
+    );
+    assert!(
+        t.run(&["kill", "f"])
+            .fails_with(1)
+            .contains("already stopped")
+    );
     t.run(&["start", "f"]).ok();
     t.run(&["restart", "f"]).ok();
     assert_eq!(t.run(&["status", "f"]).ok(), "Running\n");
@@ -535,7 +753,8 @@ fn start_stop_restart_kill_with_already_errors() {
     create_none(&t, "n", 2376, &[]);
     let run = t.run(&["stop", "n"]);
     assert!(
-        run.fails_with(1).contains("driver `none` does not support stopping machines"),
+        run.fails_with(1)
+            .contains("driver `none` does not support stopping machines"),
         "{}",
         run.stderr
     );

@@ -9,7 +9,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Create Docker hosts anywhere and provision Docker on them over SSH.
 #[derive(Debug, Parser)]
-#[command(name = "machine", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "machine",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -20,7 +25,13 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Global {
     /// Where machines, certificates and installed drivers are kept.
-    #[arg(short = 's', long, env = "MACHINE_STORAGE_PATH", global = true, value_name = "DIR")]
+    #[arg(
+        short = 's',
+        long,
+        env = "MACHINE_STORAGE_PATH",
+        global = true,
+        value_name = "DIR"
+    )]
     pub storage_path: Option<PathBuf>,
     /// Show debug output, drivers' logs included.
     #[arg(short = 'D', long, env = "MACHINE_DEBUG", global = true)]
@@ -122,7 +133,11 @@ pub struct CreateArgs {
     #[arg(short, long, env = "MACHINE_DRIVER", default_value = "virtualbox")]
     pub driver: String,
     /// Script that installs Docker when the host has none.
-    #[arg(long, env = "MACHINE_DOCKER_INSTALL_URL", default_value = "https://get.docker.com")]
+    #[arg(
+        long,
+        env = "MACHINE_DOCKER_INSTALL_URL",
+        default_value = "https://get.docker.com"
+    )]
     pub engine_install_url: String,
     /// How to install Docker: the install script, the distribution's package, or not at all.
     #[arg(long, value_enum, default_value_t = InstallMethod::Script)]
@@ -240,7 +255,10 @@ pub struct Prescan {
 /// raw arguments, without failing on anything clap will report later.
 pub fn prescan(args: &[OsString]) -> Prescan {
     let mut p = Prescan::default();
-    let mut it = args.iter().skip(1).map(|a| a.to_string_lossy().into_owned());
+    let mut it = args
+        .iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned());
     while let Some(arg) = it.next() {
         if arg == "--" {
             break;

@@ -10,7 +10,8 @@ use machine_proto::v1::{self, flag_value::Value};
 
 /// Names `create` uses itself; a driver flag with one of them is skipped.
 fn reserved(cmd: &clap::Command, name: &str) -> bool {
-    cmd.get_arguments().any(|a| a.get_id().as_str() == name || a.get_long() == Some(name))
+    cmd.get_arguments()
+        .any(|a| a.get_id().as_str() == name || a.get_long() == Some(name))
         || matches!(name, "help" | "version")
 }
 
@@ -60,10 +61,11 @@ pub fn values(matches: &ArgMatches, flags: &[v1::Flag]) -> HashMap<String, v1::F
     let mut out = HashMap::new();
     for f in flags {
         let id = f.name.as_str();
-        if !matches!(
-            matches.try_contains_id(id),
-            Ok(true)
-        ) || matches!(matches.value_source(id), Some(ValueSource::DefaultValue) | None)
+        if !matches!(matches.try_contains_id(id), Ok(true))
+            || matches!(
+                matches.value_source(id),
+                Some(ValueSource::DefaultValue) | None
+            )
         {
             continue;
         }

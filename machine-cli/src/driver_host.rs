@@ -371,24 +371,23 @@ impl DriverHost {
         plugin.check_health(remaining()).await?;
 
         let mut client = plugin.driver();
-        let info = match tokio::time::timeout(remaining(), client.get_info(v1::GetInfoRequest {}))
-            .await
-        {
-            Ok(Ok(resp)) => resp.into_inner(),
-            Ok(Err(status)) => {
-                return Err(HostError::Info {
-                    message: plugin.explain(&status).await,
-                    name,
-                });
-            }
-            Err(_) => {
-                return Err(HostError::Timeout {
-                    name,
-                    rpc: "GetInfo",
-                    timeout: start_timeout,
-                });
-            }
-        };
+        let info =
+            match tokio::time::timeout(remaining(), client.get_info(v1::GetInfoRequest {})).await {
+                Ok(Ok(resp)) => resp.into_inner(),
+                Ok(Err(status)) => {
+                    return Err(HostError::Info {
+                        message: plugin.explain(&status).await,
+                        name,
+                    });
+                }
+                Err(_) => {
+                    return Err(HostError::Timeout {
+                        name,
+                        rpc: "GetInfo",
+                        timeout: start_timeout,
+                    });
+                }
+            };
         let chosen = plugin.handshake().app_version;
         if info.protocol_version != chosen {
             return Err(HostError::InfoProtocol {

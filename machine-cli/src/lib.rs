@@ -87,13 +87,16 @@ async fn run(
         let driver = pre
             .driver
             .clone()
-            .or_else(|| std::env::var("MACHINE_DRIVER").ok().filter(|d| !d.is_empty()))
+            .or_else(|| {
+                std::env::var("MACHINE_DRIVER")
+                    .ok()
+                    .filter(|d| !d.is_empty())
+            })
             .unwrap_or_else(|| "virtualbox".to_owned());
         match commands::create::driver_flags(ctx, &driver).await {
             Ok(flags) => {
-                command = command.mut_subcommand("create", |c| {
-                    driver_flags::add_to(c, &driver, &flags)
-                });
+                command =
+                    command.mut_subcommand("create", |c| driver_flags::add_to(c, &driver, &flags));
                 driver_flags = flags;
             }
             // Help still works without the driver, with a word about it.

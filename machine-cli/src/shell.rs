@@ -27,7 +27,9 @@
 //! Shell-specific notes:
 //!
 //! - **POSIX**: double quotes, with `\`, `"`, `$` and `` ` `` escaped by a
-//!   backslash. With the hint's unquoted `eval $(machine env dev)` the shell
+//!   backslash; `{` is produced by `$(printf '\173')`, because ksh93
+//!   brace-expands the words of an unquoted `eval $(…)` before `eval` sees
+//!   the quotes. With the hint's unquoted `eval $(machine env dev)` the shell
 //!   splits the output into words and `eval` joins them with single spaces,
 //!   so a run of whitespace inside a value (two spaces, a tab, a newline)
 //!   arrives as one space; `eval "$(machine env dev)"` keeps values exact.
@@ -44,12 +46,13 @@
 //!   or `"` may therefore be misread, and `SET KEY=` with an empty value
 //!   removes the variable. Line breaks cannot be represented and are written
 //!   as spaces, so a value can never start a new command.
-//! - **tcsh/csh**: double quotes for ordinary text; `"`, `$`, `` ` ``, `!`,
-//!   `\` and `~` are backslash-escaped outside the quotes and `{` is produced
-//!   by `` `printf '\173'` `` (tcsh brace-expands the words of
-//!   ``eval `…` `` before `eval` sees the quotes, so no literal `{` may
-//!   appear). The comment is `:` (the null command), because an interactive
-//!   tcsh does not treat `#` as a comment in `eval`; the hint's text is
+//! - **tcsh/csh**: double quotes for ordinary text; `"`, `$`, `` ` ``, `!`
+//!   and `\` (and `~` or `=` after whitespace) are backslash-escaped outside
+//!   the quotes, and `{` is produced by `` `printf '\173'` ``: tcsh splits
+//!   the output of ``eval `…` `` into words and brace-, tilde- and
+//!   `=N`-expands them before `eval` sees the quotes. The comment is `:`
+//!   (the null command), as in Docker Machine, because an interactive tcsh
+//!   does not treat `#` as a comment in `eval`; the hint's text is
 //!   single-quoted so that it is never expanded. Line breaks cannot survive
 //!   ``eval `…` `` and are written as spaces; as with POSIX, runs of
 //!   whitespace collapse to one space with ``eval `…` `` but are kept with
@@ -414,14 +417,21 @@ fn unbreak(c: char) -> char {
     if matches!(c, '\n' | '\r') { ' ' } else { c }
 }
 
+/// Double quotes with `\`, `"`, `$` and `` ` `` escaped. ksh93
+/// brace-expands the words of an unquoted `eval $(…)` before `eval` sees
+/// the quotes, so `{` is produced by a command substitution instead.
 fn quote_posix(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     out.push('"');
     for c in value.chars() {
-        if matches!(c, '\\' | '"' | '$' | '`') {
-            out.push('\\');
+        match c {
+            '\\' | '"' | '$' | '`' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '{' => out.push_str("$(printf '\\173')"),
+            _ => out.push(c),
         }
-        out.push(c);
     }
     out.push('"');
     out
@@ -486,32 +496,38 @@ fn quote_emacs(value: &str) -> String {
 }
 
 /// Double quotes for ordinary text; special characters escaped outside
-/// them. Must survive both ``eval `…` `` (words brace-expanded and
-/// tilde-expanded before `eval` parses them) and ``eval "`…`"``.
+/// them. Must survive both ``eval `…` `` (whose words are brace-, tilde- and
+/// `=N`-expanded before `eval` parses them) and ``eval "`…`"``.
 fn quote_tcsh(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     let mut open = false;
+    let mut after_space = false;
     for c in value.chars().map(unbreak) {
-        match c {
-            '"' | '$' | '`' | '!' | '\\' | '~' => {
-                if open {
-                    out.push('"');
-                    open = false;
-                }
-                out.push('\\');
-                out.push(c);
+        let escape = match c {
+            '"' | '$' | '`' | '!' | '\\' => true,
+            // Special only where a word starts; in a value that is after
+            // whitespace, which ``eval `…` `` splits at.
+            '~' | '=' => after_space,
+            _ => false,
+        };
+        after_space = matches!(c, ' ' | '\t');
+        if escape {
+            if open {
+                out.push('"');
+                open = false;
             }
-            _ => {
-                if !open {
-                    out.push('"');
-                    open = true;
-                }
-                if c == '{' {
-                    out.push_str("`printf '\\173'`");
-                } else {
-                    out.push(c);
-                }
-            }
+            out.push('\\');
+            out.push(c);
+            continue;
+        }
+        if !open {
+            out.push('"');
+            open = true;
+        }
+        if c == '{' {
+            out.push_str("`printf '\\173'`");
+        } else {
+            out.push(c);
         }
     }
     if open {
@@ -882,6 +898,7 @@ mod tests {
         assert_eq!(q("`id`"), r#""\`id\`""#);
         assert_eq!(q(r"C:\x\"), r#""C:\\x\\""#);
         assert_eq!(q("it's; a & b | c"), r#""it's; a & b | c""#);
+        assert_eq!(q("{a,b}"), r#""$(printf '\173')a,b}""#);
         assert_eq!(q("a\nb"), "\"a\nb\"");
     }
 
@@ -905,7 +922,7 @@ mod tests {
         assert_eq!(q(r"C:\Program Files\x\"), r#""C:\Program Files\x\""#);
         assert_eq!(q(r#"a"b"#), r#""a`"b""#);
         assert_eq!(q("$env:PATH $(id)"), r#""`$env:PATH `$(id)""#);
-        assert_eq!(q("`n"), r#""```n""#);
+        assert_eq!(q("`n"), r#""``n""#);
         assert_eq!(
             q("\u{201C}x\u{201D}\u{201E}"),
             "\"`\u{201C}x`\u{201D}`\u{201E}\""
@@ -934,7 +951,8 @@ mod tests {
         assert_eq!(q("a b'c"), r#""a b'c""#);
         assert_eq!(q("$HOME"), r#"\$"HOME""#);
         assert_eq!(q(r#"a"b"#), r#""a"\""b""#);
-        assert_eq!(q(r"a\b!c`d~"), r#""a"\\"b"\!"c"\`"d"\~"#);
+        assert_eq!(q(r"a\b!c`d~"), r#""a"\\"b"\!"c"\`"d~""#);
+        assert_eq!(q("~/x a ~b =c\t=d e=f"), r#""~/x a "\~"b "\="c	"\="d e=f""#);
         assert_eq!(q("{a,b}"), r#""`printf '\173'`a,b}""#);
         assert_eq!(q("a\nb"), r#""a b""#);
         assert_eq!(q("$"), r"\$");
@@ -1170,10 +1188,10 @@ mod tests {
         let stdout = String::from_utf8(out.stdout).expect("utf-8 output");
         let mut vars = BTreeMap::new();
         for record in stdout.split('\0') {
-            if let Some((name, value)) = record.split_once('=') {
-                if names.contains(&name) {
-                    vars.insert(name.to_owned(), value.to_owned());
-                }
+            if let Some((name, value)) = record.split_once('=')
+                && names.contains(&name)
+            {
+                vars.insert(name.to_owned(), value.to_owned());
             }
         }
         assert!(

@@ -3,8 +3,8 @@
 //! removed at the provider and there is no SSH, so nothing is provisioned.
 
 use machine_driver_sdk::{
-    Config, Connection, CreateRequest, Driver, DriverInfo, Error, Flag, Machine, Progress,
-    Result, State, Status, async_trait,
+    Config, Connection, CreateRequest, Driver, DriverInfo, Error, Flag, Machine, Progress, Result,
+    State, Status, async_trait,
 };
 use serde::{Deserialize, Serialize};
 
@@ -20,8 +20,9 @@ struct NoneConfig {
 /// Checks a Docker endpoint URL and returns the host part of a tcp URL.
 fn endpoint_host(url: &str) -> Result<String> {
     let bad = |why: &str| {
-        Error::invalid_argument(format!("--url {url:?} is not a Docker endpoint: {why}"))
-            .with_hint("use tcp://HOST:PORT (e.g. tcp://192.168.99.100:2376) or unix:///path/to/docker.sock")
+        Error::invalid_argument(format!("--url {url:?} is not a Docker endpoint: {why}")).with_hint(
+            "use tcp://HOST:PORT (e.g. tcp://192.168.99.100:2376) or unix:///path/to/docker.sock",
+        )
     };
     if let Some(path) = url.strip_prefix("unix://") {
         if !path.starts_with('/') {
@@ -34,7 +35,9 @@ fn endpoint_host(url: &str) -> Result<String> {
         .ok_or_else(|| bad("it must start with tcp:// or unix://"))?;
     let hostport = rest.trim_end_matches('/');
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (h, p) = v6.split_once("]:").ok_or_else(|| bad("expected [IPv6]:PORT"))?;
+        let (h, p) = v6
+            .split_once("]:")
+            .ok_or_else(|| bad("expected [IPv6]:PORT"))?;
         (h, p)
     } else {
         hostport
@@ -65,9 +68,12 @@ impl Driver for NoneDriver {
     async fn create_flags(&self) -> Result<Vec<Flag>> {
         // `--url` without a driver prefix, as Docker Machine users know it.
         Ok(vec![
-            Flag::string("url", "URL of the Docker endpoint, e.g. tcp://192.168.99.100:2376")
-                .env("NONE_URL")
-                .required(),
+            Flag::string(
+                "url",
+                "URL of the Docker endpoint, e.g. tcp://192.168.99.100:2376",
+            )
+            .env("NONE_URL")
+            .required(),
         ])
     }
 
@@ -121,15 +127,31 @@ mod tests {
     fn accepts_docker_endpoints() {
         assert_eq!(endpoint_host("tcp://10.0.0.5:2376").unwrap(), "10.0.0.5");
         assert_eq!(endpoint_host("tcp://[::1]:2375/").unwrap(), "::1");
-        assert_eq!(endpoint_host("tcp://docker.example:2376").unwrap(), "docker.example");
-        assert_eq!(endpoint_host("unix:///var/run/docker.sock").unwrap(), "localhost");
+        assert_eq!(
+            endpoint_host("tcp://docker.example:2376").unwrap(),
+            "docker.example"
+        );
+        assert_eq!(
+            endpoint_host("unix:///var/run/docker.sock").unwrap(),
+            "localhost"
+        );
     }
 
     #[test]
     fn refuses_other_text_with_a_hint() {
-        for bad in ["10.0.0.5:2376", "tcp://host", "tcp://:2376", "tcp://h:99999", "unix://rel"] {
+        for bad in [
+            "10.0.0.5:2376",
+            "tcp://host",
+            "tcp://:2376",
+            "tcp://h:99999",
+            "unix://rel",
+        ] {
             let e = endpoint_host(bad).unwrap_err();
-            assert_eq!(e.kind, machine_driver_sdk::ErrorKind::InvalidArgument, "{bad}");
+            assert_eq!(
+                e.kind,
+                machine_driver_sdk::ErrorKind::InvalidArgument,
+                "{bad}"
+            );
             assert!(e.hint.is_some());
         }
     }

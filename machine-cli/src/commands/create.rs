@@ -19,7 +19,11 @@ use crate::ui;
 
 /// The driver's create flags, for the command line.
 pub async fn driver_flags(ctx: &Context, driver: &str) -> anyhow::Result<Vec<v1::Flag>> {
-    let d = ctx.host.get(driver).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let d = ctx
+        .host
+        .get(driver)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let flags = d
         .call(
             "GetCreateFlags",
@@ -55,7 +59,11 @@ pub async fn run(
         return Err(store::StoreError::InvalidName(name).into());
     }
     let started = Instant::now();
-    let driver = ctx.host.get(&args.driver).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let driver = ctx
+        .host
+        .get(&args.driver)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let (mut record, _lock) = ctx.store.reserve(&name, &driver.name)?;
     record.engine = engine_options(&args);
@@ -75,7 +83,12 @@ pub async fn run(
     let checked = driver
         .call(
             "PreCreateCheck",
-            || format!("driver `{}` refused to create machine `{name}`", driver.name),
+            || {
+                format!(
+                    "driver `{}` refused to create machine `{name}`",
+                    driver.name
+                )
+            },
             driver.call_timeout(),
             driver.client().pre_create_check(request.clone()),
         )
@@ -91,10 +104,16 @@ pub async fn run(
         ui::warn(&w);
     }
 
-    ui::step(&format!("Creating machine `{name}` with driver `{}`", driver.name));
+    ui::step(&format!(
+        "Creating machine `{name}` with driver `{}`",
+        driver.name
+    ));
     let created = create_on_driver(&driver, request).await.and_then(|config| {
         record.set_driver_config(&config).map_err(|e| {
-            anyhow::anyhow!("driver `{}` returned a config that is not JSON: {e}", driver.name)
+            anyhow::anyhow!(
+                "driver `{}` returned a config that is not JSON: {e}",
+                driver.name
+            )
         })
     });
     match created {
@@ -130,7 +149,9 @@ async fn create_on_driver(
     let what = || format!("driver `{}` could not create machine `{name}`", driver.name);
     // Creating a VM can take minutes; the call limit covers each event, not
     // the whole stream.
-    let limit = driver.call_timeout().max(std::time::Duration::from_secs(600));
+    let limit = driver
+        .call_timeout()
+        .max(std::time::Duration::from_secs(600));
     let mut stream = driver
         .call("Create", what, limit, driver.client().create(request))
         .await?;

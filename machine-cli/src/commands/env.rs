@@ -51,7 +51,10 @@ pub async fn run(ctx: &Context, args: EnvArgs) -> anyhow::Result<ExitCode> {
     let mut vars = vec![
         ("DOCKER_TLS_VERIFY".to_owned(), "1".to_owned()),
         ("DOCKER_HOST".to_owned(), conn.docker_url.clone()),
-        ("DOCKER_CERT_PATH".to_owned(), t.dir.to_string_lossy().into_owned()),
+        (
+            "DOCKER_CERT_PATH".to_owned(),
+            t.dir.to_string_lossy().into_owned(),
+        ),
         ("DOCKER_MACHINE_NAME".to_owned(), name.clone()),
     ];
     if args.no_proxy {

@@ -53,8 +53,7 @@ impl Op {
 /// Runs `op` on every machine named (or `default`).
 pub async fn run(ctx: &Context, op: Op, names: Vec<String>) -> anyhow::Result<ExitCode> {
     let names = names_or_default(names);
-    let results =
-        futures_util::future::join_all(names.iter().map(|n| one(ctx, op, n))).await;
+    let results = futures_util::future::join_all(names.iter().map(|n| one(ctx, op, n))).await;
     finish(results)
 }
 
@@ -117,12 +116,30 @@ async fn one(ctx: &Context, op: Op, name: &str) -> anyhow::Result<()> {
     let what = || format!("cannot {} machine `{name}`", op.verb());
     let req = t.request();
     let mut client = driver.client();
-    let timeout = driver.call_timeout().max(std::time::Duration::from_secs(300));
+    let timeout = driver
+        .call_timeout()
+        .max(std::time::Duration::from_secs(300));
     let resp = match op {
-        Op::Start => driver.call(op.rpc(), what, timeout, client.start(req)).await?,
-        Op::Stop => driver.call(op.rpc(), what, timeout, client.stop(req)).await?,
-        Op::Restart => driver.call(op.rpc(), what, timeout, client.restart(req)).await?,
-        Op::Kill => driver.call(op.rpc(), what, timeout, client.kill(req)).await?,
+        Op::Start => {
+            driver
+                .call(op.rpc(), what, timeout, client.start(req))
+                .await?
+        }
+        Op::Stop => {
+            driver
+                .call(op.rpc(), what, timeout, client.stop(req))
+                .await?
+        }
+        Op::Restart => {
+            driver
+                .call(op.rpc(), what, timeout, client.restart(req))
+                .await?
+        }
+        Op::Kill => {
+            driver
+                .call(op.rpc(), what, timeout, client.kill(req))
+                .await?
+        }
     };
     if let Some(config) = resp.config_json {
         t.record.set_driver_config(&config)?;
@@ -138,7 +155,12 @@ async fn one(ctx: &Context, op: Op, name: &str) -> anyhow::Result<()> {
 }
 
 /// `machine rm`.
-pub async fn rm(ctx: &Context, names: Vec<String>, force: bool, yes: bool) -> anyhow::Result<ExitCode> {
+pub async fn rm(
+    ctx: &Context,
+    names: Vec<String>,
+    force: bool,
+    yes: bool,
+) -> anyhow::Result<ExitCode> {
     if !yes && !confirm(&names)? {
         anyhow::bail!("removal cancelled");
     }
@@ -184,14 +206,19 @@ async fn driver_remove(ctx: &Context, name: &str) -> anyhow::Result<()> {
     if t.record.driver_config.is_null() && t.record.phase != crate::store::Phase::Ready {
         // The driver never returned a config; there may still be something
         // at the provider, so it is asked all the same.
-        tracing::debug!(machine = name, "removing a machine whose create did not finish");
+        tracing::debug!(
+            machine = name,
+            "removing a machine whose create did not finish"
+        );
     }
     let driver = t.driver(ctx).await?;
     driver
         .call(
             "Remove",
             || format!("driver `{}` could not remove machine `{name}`", driver.name),
-            driver.call_timeout().max(std::time::Duration::from_secs(300)),
+            driver
+                .call_timeout()
+                .max(std::time::Duration::from_secs(300)),
             driver.client().remove(t.request()),
         )
         .await?;

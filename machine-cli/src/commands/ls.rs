@@ -93,6 +93,29 @@ fn header_of(field: &str) -> String {
     }
 }
 
+/// An object in which every field a template names holds its header.
+fn header_data(fields: &[String]) -> serde_json::Value {
+    let mut root = serde_json::Map::new();
+    for field in fields {
+        let mut parts = field.split('.').filter(|p| !p.is_empty()).peekable();
+        let mut node = &mut root;
+        while let Some(part) = parts.next() {
+            if parts.peek().is_none() {
+                node.insert(part.to_owned(), serde_json::Value::from(header_of(field)));
+                break;
+            }
+            let next = node
+                .entry(part.to_owned())
+                .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+            if !next.is_object() {
+                *next = serde_json::Value::Object(serde_json::Map::new());
+            }
+            node = next.as_object_mut().expect("just made an object");
+        }
+    }
+    serde_json::Value::Object(root)
+}
+
 enum Output {
     Default,
     Json,
@@ -125,7 +148,7 @@ pub async fn run(ctx: &Context, args: LsArgs) -> anyhow::Result<ExitCode> {
         .collect();
 
     // `-q` answers from the store alone unless a filter needs the state.
-    let need_query = !(args.quiet && !filters.needs_state());
+    let need_query = !args.quiet || filters.needs_state();
     let timeout = Duration::from_secs(args.timeout.max(1));
     let docker_host = std::env::var("DOCKER_HOST").unwrap_or_default();
     let rows: Vec<Row> = if need_query {
@@ -147,7 +170,12 @@ pub async fn run(ctx: &Context, args: LsArgs) -> anyhow::Result<ExitCode> {
         .collect();
 
     if args.quiet {
-        output::print(&rows.iter().map(|r| format!("{}\n", r.name)).collect::<String>())?;
+        output::print(
+            &rows
+                .iter()
+                .map(|r| format!("{}\n", r.name))
+                .collect::<String>(),
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     match out {
@@ -169,7 +197,9 @@ pub async fn run(ctx: &Context, args: LsArgs) -> anyhow::Result<ExitCode> {
                 })
                 .collect();
             output::print(&output::table(
-                &["NAME", "ACTIVE", "DRIVER", "STATE", "URL", "SWARM", "DOCKER", "ERRORS"],
+                &[
+                    "NAME", "ACTIVE", "DRIVER", "STATE", "URL", "SWARM", "DOCKER", "ERRORS",
+                ],
                 &cells,
             ))?;
         }
@@ -182,8 +212,10 @@ pub async fn run(ctx: &Context, args: LsArgs) -> anyhow::Result<ExitCode> {
             output::print(&text)?;
         }
         Output::Table(fields, t) => {
-            let header: Vec<String> = fields.iter().map(|f| header_of(f)).collect();
-            let header: Vec<&str> = header.iter().map(String::as_str).collect();
+            // The header is the template rendered over each field's header
+            // name, so it has the row's exact shape.
+            let line = t.render(&header_data(&fields))?;
+            let header: Vec<&str> = line.split('\t').collect();
             let mut cells = Vec::new();
             for r in &rows {
                 let line = t.render(&serde_json::to_value(r)?)?;

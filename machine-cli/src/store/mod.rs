@@ -39,7 +39,9 @@ pub enum StoreError {
     },
     #[error("machine `{0}` does not exist\n  hint: `machine ls` lists the machines in this store")]
     NotFound(String),
-    #[error("machine `{0}` already exists\n  hint: pick another name, or remove it first with `machine rm {0}`")]
+    #[error(
+        "machine `{0}` already exists\n  hint: pick another name, or remove it first with `machine rm {0}`"
+    )]
     AlreadyExists(String),
     #[error(
         "`{0}` is not a valid machine name: use letters, digits, '.' and '-', starting with a letter or digit"
@@ -264,10 +266,9 @@ impl Store {
         match file.try_lock() {
             Ok(()) => Ok(Some(MachineLock { _file: file })),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(io(
-                "cannot lock",
-                &self.machine_dir(name).join(LOCK),
-            )(e)),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(io("cannot lock", &self.machine_dir(name).join(LOCK))(e))
+            }
         }
     }
 
@@ -328,7 +329,8 @@ mod tests {
         let (_d, s) = store();
         let (mut rec, lock) = s.reserve("dev", "none").unwrap();
         assert_eq!(rec.phase, Phase::Creating);
-        rec.set_driver_config(r#"{"url":"tcp://1.2.3.4:2376"}"#).unwrap();
+        rec.set_driver_config(r#"{"url":"tcp://1.2.3.4:2376"}"#)
+            .unwrap();
         rec.phase = Phase::Ready;
         s.save(&rec).unwrap();
         drop(lock);
@@ -344,7 +346,10 @@ mod tests {
     fn a_second_reserve_of_the_same_name_fails() {
         let (_d, s) = store();
         let _first = s.reserve("dev", "none").unwrap();
-        assert!(matches!(s.reserve("dev", "none"), Err(StoreError::AlreadyExists(_))));
+        assert!(matches!(
+            s.reserve("dev", "none"),
+            Err(StoreError::AlreadyExists(_))
+        ));
     }
 
     #[test]
@@ -373,7 +378,10 @@ mod tests {
         )
         .unwrap();
         let e = s.load("new").unwrap_err();
-        assert!(matches!(e, StoreError::NewerSchema { found: 99, .. }), "{e}");
+        assert!(
+            matches!(e, StoreError::NewerSchema { found: 99, .. }),
+            "{e}"
+        );
         assert!(matches!(s.load("nope"), Err(StoreError::NotFound(_))));
     }
 }
