@@ -7,15 +7,18 @@
 //! [`store`] (machines on disk), [`output`] (data on stdout) and [`ui`]
 //! (messages on stderr).
 
+pub mod certs;
 pub mod cli;
 pub mod commands;
 pub mod context;
+pub mod docker_api;
 pub mod driver_flags;
 pub mod driver_host;
 pub mod filter;
 pub mod machine;
 pub mod output;
 pub mod shell;
+pub mod ssh;
 pub mod store;
 pub mod template;
 pub mod ui;
