@@ -10,8 +10,10 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # System packages the tests need: the shells whose `machine env` output the
 # tests run through a real interpreter (PowerShell is not in Debian, so its
-# test says SKIPPED), and ps for reports of leftover processes.
-PACKAGES=(ca-certificates procps zsh ksh fish tcsh emacs-nox)
+# test says SKIPPED), ps for reports of leftover processes, a real OpenSSH
+# server for the SSH client's tests, and openssl to read certificates.
+# Docker, debootstrap and the test-host images come from hosts/setup.sh.
+PACKAGES=(ca-certificates procps zsh ksh fish tcsh emacs-nox openssh-server openssl)
 export MACHINE_TEST_REQUIRE_SHELLS=sh,bash,dash,zsh,ksh,fish,tcsh,csh,emacs
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -22,6 +24,11 @@ if ((${#missing[@]})); then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+log "test hosts: Docker engine and images"
+as_root bash integration/hosts/setup.sh
+# Test hosts are removed by each test; this catches any a crash left.
+trap 'as_root bash integration/hosts/cleanup.sh >/dev/null 2>&1 || true' EXIT
 
 export CARGO_TERM_COLOR=never
 export CARGO_INCREMENTAL=0

@@ -6,7 +6,10 @@
 //!
 //! - `driver-spawn`: driver start-up (spawn→ready) and the cost of single
 //!   GetInfo/GetState calls, sequential and concurrent.
+//! - `cli`: the `machine` binary's wall time per command (`ls`, `inspect`,
+//!   `env`, …) over stores of many machines, as a user runs it.
 
+mod cli_surface;
 mod driver_spawn;
 mod stats;
 
@@ -16,7 +19,8 @@ const USAGE: &str = "\
 usage: machine-bench SUBCOMMAND [OPTIONS]
 
 subcommands:
-  driver-spawn   driver start-up time and per-call cost (see --help)";
+  driver-spawn   driver start-up time and per-call cost (see --help)
+  cli            the machine binary's wall time per command (see --help)";
 
 /// The host this runs on, for the report: CPUs, kernel and load.
 fn host_line() -> String {
@@ -82,6 +86,30 @@ fn main() -> ExitCode {
                 }
             };
             match runtime.block_on(driver_spawn::run(&opts)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("machine-bench: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        "cli" => {
+            let rest = &args[2..];
+            if rest.iter().any(|a| a == "-h" || a == "--help") {
+                println!("{}", cli_surface::Options::USAGE);
+                return ExitCode::SUCCESS;
+            }
+            let opts = match cli_surface::Options::parse(rest) {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("machine-bench: {e}\n\n{}", cli_surface::Options::USAGE);
+                    return ExitCode::from(2);
+                }
+            };
+            println!("command: {}", args.join(" "));
+            println!("machine: {}", opts.machine.display());
+            println!("host:    {}", host_line());
+            match cli_surface::run(&opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("machine-bench: {e}");

@@ -7,6 +7,8 @@
 //! (`target/debug` next to `target/debug/deps`), or from `MACHINE_BIN_DIR`.
 //! `cargo build --workspace --bins` must have run first; `.ci/run` does.
 
+pub mod hosts;
+
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

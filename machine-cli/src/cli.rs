@@ -113,6 +113,39 @@ pub enum Command {
     Restart(Machines),
     /// Stop machines at once, without a graceful shutdown.
     Kill(Machines),
+    /// Log in to a machine with SSH, or run a command there.
+    Ssh {
+        /// Machine name
+        name: String,
+        /// Command to run instead of a login shell (also after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Copy files between machines and this computer: `[NAME:]PATH`.
+    Scp {
+        /// Copy directories recursively.
+        #[arg(short, long)]
+        recursive: bool,
+        /// Source: a local path or NAME:PATH.
+        source: String,
+        /// Destination: a local path or NAME:PATH.
+        destination: String,
+    },
+    /// Provision (or re-provision) Docker on existing machines.
+    Provision(Machines),
+    /// Make new TLS certificates for machines and restart Docker.
+    RegenerateCerts {
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
+        force: bool,
+        /// Also make a new client certificate.
+        #[arg(long)]
+        client_certs: bool,
+        #[command(flatten)]
+        machines: Machines,
+    },
+    /// Upgrade Docker on machines, the way it was installed.
+    Upgrade(Machines),
     /// Print a completion script for a shell.
     Completion {
         #[arg(value_enum)]

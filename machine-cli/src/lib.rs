@@ -17,6 +17,7 @@ pub mod driver_host;
 pub mod filter;
 pub mod machine;
 pub mod output;
+pub mod provision;
 pub mod shell;
 pub mod ssh;
 pub mod store;
@@ -47,6 +48,8 @@ fn init_tracing(debug: bool) {
 
 /// Runs the CLI and returns the process's exit status.
 pub fn main() -> ExitCode {
+    // One TLS crypto backend (ring) for the whole process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args: Vec<OsString> = std::env::args_os().collect();
     let pre = cli::prescan(&args);
     let debug = pre.debug || std::env::var_os("MACHINE_DEBUG").is_some_and(|v| !v.is_empty());

@@ -126,6 +126,39 @@ impl Target {
     }
 }
 
+impl Target {
+    /// Whether the machine was provisioned with TLS certificates.
+    pub fn has_certs(&self) -> bool {
+        self.dir.join("server.pem").is_file() && self.dir.join("ca.pem").is_file()
+    }
+
+    /// Checks, without touching the network, that the server certificate is
+    /// still valid for the address in the machine's Docker URL: a host
+    /// whose address changed (DHCP) needs new certificates, and saying so
+    /// beats a TLS error from the docker client.
+    pub fn check_certificate(&self, conn: &v1::GetConnectionResponse) -> anyhow::Result<()> {
+        if !self.has_certs() {
+            return Ok(());
+        }
+        let Some(host) = crate::provision::url_host(&conn.docker_url) else {
+            return Ok(());
+        };
+        let read = |f: &str| {
+            let p = self.dir.join(f);
+            std::fs::read_to_string(&p)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))
+        };
+        let (cert, ca) = (read("server.pem")?, read("ca.pem")?);
+        if !crate::certs::valid_for(&cert, &ca, &host) {
+            anyhow::bail!(
+                "machine `{0}` is now at {host}, but its certificate is not valid for that address (the address probably changed)\n  hint: run `machine regenerate-certs {0}`",
+                self.name()
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Names from the command line, or `default` when there are none.
 pub fn names_or_default(names: Vec<String>) -> Vec<String> {
     if names.is_empty() {

@@ -68,6 +68,16 @@ pub async fn run(
     let (mut record, _lock) = ctx.store.reserve(&name, &driver.name)?;
     record.engine = engine_options(&args);
     let dir = ctx.store.machine_dir(&name);
+    // The machine's own key; drivers that make hosts install its public half.
+    let key_path = dir.join("id_ed25519");
+    let public_key = match crate::ssh::generate_key(&key_path, &format!("machine-{name}")) {
+        Ok(k) => k,
+        Err(e) => {
+            ctx.store.remove(&name)?;
+            return Err(anyhow::Error::from(e)
+                .context(format!("cannot make an SSH key for machine `{name}`")));
+        }
+    };
     let request = v1::CreateRequest {
         machine: Some(v1::Machine {
             name: name.clone(),
@@ -75,8 +85,8 @@ pub async fn run(
             config_json: String::new(),
         }),
         flags,
-        ssh_public_key: String::new(),
-        ssh_private_key_path: String::new(),
+        ssh_public_key: public_key,
+        ssh_private_key_path: key_path.to_string_lossy().into_owned(),
     };
 
     // Nothing exists at the provider yet: a failure here removes the entry.
@@ -127,6 +137,26 @@ pub async fn run(
             )));
         }
     }
+    // The host exists from here on: save what the driver said before
+    // anything else can fail.
+    ctx.store.save(&record)?;
+    let mut target = crate::machine::Target {
+        record,
+        dir: dir.clone(),
+    };
+    let provisioned = provision_new(ctx, &driver, &mut target).await;
+    let mut record = target.record;
+    if let Err(e) = provisioned {
+        record.phase = Phase::Failed;
+        record.error = Some(format!(
+            "provisioning failed: {}",
+            first_line(&format!("{e:#}"))
+        ));
+        ctx.store.save(&record)?;
+        return Err(e.context(format!(
+            "machine `{name}` was created but provisioning failed; it is kept in the Error state\n  hint: fix the cause and run `machine provision {name}`, or remove it with `machine rm -f {name}`"
+        )));
+    }
     record.phase = Phase::Ready;
     ctx.store.save(&record)?;
     ui::done(&format!("Machine `{name}` created"), started.elapsed());
@@ -134,6 +164,24 @@ pub async fn run(
         "To point your Docker client at it, run: eval $(machine env {name})"
     ));
     Ok(ExitCode::SUCCESS)
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_owned()
+}
+
+/// Provisions Docker on a new machine, unless its driver has no SSH.
+async fn provision_new(
+    ctx: &Context,
+    driver: &crate::driver_host::RunningDriver,
+    t: &mut crate::machine::Target,
+) -> anyhow::Result<()> {
+    let conn = t.connection(driver, driver.call_timeout()).await?;
+    if conn.ssh_host.is_empty() {
+        tracing::debug!(machine = t.name(), "no SSH endpoint; not provisioning");
+        return Ok(());
+    }
+    crate::provision::provision(ctx, t, &conn).await
 }
 
 /// Runs Create, showing its progress, and returns the driver's config.

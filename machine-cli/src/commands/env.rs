@@ -48,6 +48,7 @@ pub async fn run(ctx: &Context, args: EnvArgs) -> anyhow::Result<ExitCode> {
 
     let t = machine::load(ctx, &name)?;
     let conn = t.running_connection(ctx).await?;
+    t.check_certificate(&conn)?;
     let mut vars = vec![
         ("DOCKER_TLS_VERIFY".to_owned(), "1".to_owned()),
         ("DOCKER_HOST".to_owned(), conn.docker_url.clone()),

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use machine_proto::v1;
 use serde_json::{Value, json};
 
@@ -118,6 +119,7 @@ pub async fn status(ctx: &Context, name: Option<String>) -> anyhow::Result<ExitC
 pub async fn url(ctx: &Context, name: Option<String>) -> anyhow::Result<ExitCode> {
     let t = machine::load(ctx, &name_or_default(name))?;
     let conn = t.running_connection(ctx).await?;
+    t.check_certificate(&conn)?;
     output::print(&format!("{}\n", conn.docker_url))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -137,6 +139,7 @@ pub async fn ip(ctx: &Context, names: Vec<String>) -> anyhow::Result<ExitCode> {
 pub async fn config(ctx: &Context, name: Option<String>) -> anyhow::Result<ExitCode> {
     let t = machine::load(ctx, &name_or_default(name))?;
     let conn = t.running_connection(ctx).await?;
+    t.check_certificate(&conn)?;
     let dir = t.dir.display();
     output::print(&format!(
         "--tlsverify\n--tlscacert=\"{dir}/ca.pem\"\n--tlscert=\"{dir}/cert.pem\"\n--tlskey=\"{dir}/key.pem\"\n-H={}\n",
@@ -181,10 +184,14 @@ pub async fn version(ctx: &Context, name: Option<String>) -> anyhow::Result<Exit
         Some(name) => {
             let t = machine::load(ctx, &name)?;
             let conn = t.running_connection(ctx).await?;
-            anyhow::bail!(
-                "cannot ask Docker on machine `{name}` ({}) for its version: this machine has no TLS credentials yet",
-                conn.docker_url
-            )
+            t.check_certificate(&conn)?;
+            let v = crate::docker_api::version(&conn.docker_url, &t.dir, Duration::from_secs(20))
+                .await
+                .with_context(|| {
+                    format!("cannot ask Docker on machine `{name}` for its version")
+                })?;
+            output::print(&format!("{}\n", v.version))?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::io::BufRead as _;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use machine_proto::v1;
 
 use crate::context::Context;
@@ -146,10 +147,21 @@ async fn one(ctx: &Context, op: Op, name: &str) -> anyhow::Result<()> {
         ctx.store.save(&t.record)?;
     }
     ui::info(&format!("Machine `{name}` was {}.", op.done()));
-    if matches!(op, Op::Start | Op::Restart) {
-        ui::info(&format!(
-            "Started machines may have new IP addresses; you may need to re-run `machine env {name}`."
-        ));
+    if matches!(op, Op::Start | Op::Restart) && t.has_certs() {
+        // A started machine is usable when Docker answers, not when the
+        // provider says "running": wait for it, as provisioning does.
+        let started = std::time::Instant::now();
+        let conn = t.connection(&driver, driver.call_timeout()).await?;
+        if let Err(e) = t.check_certificate(&conn) {
+            ui::warn(&format!("{e:#}"));
+            return Ok(());
+        }
+        ui::step(&format!("Waiting for Docker at {}", conn.docker_url));
+        crate::docker_api::wait_ready(&conn.docker_url, &t.dir, crate::provision::DOCKER_WAIT)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("machine `{name}` started, but Docker did not answer"))?;
+        ui::done("Docker answers", started.elapsed());
     }
     Ok(())
 }

@@ -289,12 +289,22 @@ async fn query(
                 row.error = one_line(&state.detail);
             }
             if let Some(conn) = conn {
-                row.url = conn.docker_url;
-                row.active_host = !docker_host.is_empty() && docker_host == row.url;
+                row.active_host = !docker_host.is_empty() && docker_host == conn.docker_url;
                 if row.active_host {
                     row.active = "*".into();
                 }
                 row.docker_version = "Unknown".into();
+                if let Err(e) = target.check_certificate(&conn) {
+                    row.error = one_line(&format!("{e:#}"));
+                } else if target.has_certs() {
+                    let left = timeout.saturating_sub(started.elapsed());
+                    match crate::docker_api::version(&conn.docker_url, &target.dir, left).await {
+                        Ok(v) => row.docker_version = format!("v{}", v.version),
+                        Err(e) if row.error.is_empty() => row.error = one_line(&e.to_string()),
+                        Err(_) => {}
+                    }
+                }
+                row.url = conn.docker_url;
             }
         }
     }

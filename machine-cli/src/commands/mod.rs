@@ -6,6 +6,7 @@ pub mod env;
 pub mod info;
 pub mod lifecycle;
 pub mod ls;
+pub mod remote;
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -38,6 +39,19 @@ pub async fn run(
         Command::Stop(m) => lifecycle::run(ctx, Op::Stop, m.names).await,
         Command::Restart(m) => lifecycle::run(ctx, Op::Restart, m.names).await,
         Command::Kill(m) => lifecycle::run(ctx, Op::Kill, m.names).await,
+        Command::Ssh { name, command } => remote::ssh(ctx, &name, command).await,
+        Command::Scp {
+            recursive,
+            source,
+            destination,
+        } => remote::scp(ctx, recursive, &source, &destination).await,
+        Command::Provision(m) => remote::provision_cmd(ctx, m.names).await,
+        Command::RegenerateCerts {
+            force,
+            client_certs,
+            machines,
+        } => remote::regenerate_certs(ctx, force, client_certs, machines.names).await,
+        Command::Upgrade(m) => remote::upgrade(ctx, m.names).await,
         Command::Completion { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "machine", &mut out);

@@ -22,7 +22,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 pub use atomic::write as write_atomic;
-pub use record::{EngineOptions, MachineRecord, Phase, SCHEMA_VERSION};
+pub use record::{DockerInstall, EngineOptions, MachineRecord, Phase, SCHEMA_VERSION};
 
 const CONFIG: &str = "config.json";
 const LOCK: &str = ".lock";

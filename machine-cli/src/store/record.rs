@@ -40,6 +40,21 @@ pub struct EngineOptions {
     pub tls_san: Vec<String>,
 }
 
+/// How Docker got onto the host, so `upgrade` can do it the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DockerInstall {
+    /// Not provisioned (yet), or a driver without SSH.
+    #[default]
+    Unknown,
+    /// Docker was on the host before provisioning.
+    Preinstalled,
+    /// The distribution's package.
+    Package,
+    /// The install script at `engine.install_url`.
+    Script,
+}
+
 /// One machine's `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MachineRecord {
@@ -59,6 +74,8 @@ pub struct MachineRecord {
     pub created_at: u64,
     #[serde(default)]
     pub engine: EngineOptions,
+    #[serde(default)]
+    pub docker: DockerInstall,
 }
 
 impl MachineRecord {
@@ -75,6 +92,7 @@ impl MachineRecord {
                 .map(|d| d.as_secs())
                 .unwrap_or_default(),
             engine: EngineOptions::default(),
+            docker: DockerInstall::Unknown,
         }
     }
 

@@ -1,0 +1,369 @@
+#!/usr/bin/env bash
+# Prepares this machine for the end-to-end tests that provision real hosts
+# over SSH (integration/src/hosts.rs): installs Docker and debootstrap from
+# Debian, starts dockerd when no daemon answers, and builds two local images
+# that run systemd and sshd as container "hosts":
+#
+#   machine-test/debian-ssh:<key>     Debian bookworm, sshd, user `tester`
+#   machine-test/debian-docker:<key>  the same plus Debian's docker.io
+#
+# No image registry is reachable here, so the images are made from a
+# debootstrap root filesystem and `docker import`ed. Each root filesystem is
+# kept as a tarball under $MACHINE_TEST_CACHE (default /var/cache/machine-test),
+# named by a hash of the recipe that defines it (the recipe functions below and
+# their package lists): change a recipe and its key changes; rerun after the
+# Docker state was lost and the image is re-imported from the tarball in
+# seconds. The image names end up in $MACHINE_TEST_CACHE/images.env, which the
+# Rust harness reads.
+#
+# Usage (as root; idempotent, safe to run concurrently):
+#   bash integration/hosts/setup.sh
+# Timings of each step go to stderr.
+set -euo pipefail
+
+CACHE=${MACHINE_TEST_CACHE:-/var/cache/machine-test}
+DOCKERD_LOG=/var/log/machine-test-dockerd.log
+SUITE=bookworm
+MIRROR=http://deb.debian.org/debian
+
+# Packages of this machine that the harness needs.
+HOST_PACKAGES=(docker.io debootstrap openssh-client ca-certificates procps iproute2 util-linux tar coreutils)
+
+# Packages of the SSH image, on top of debootstrap's minbase variant.
+SSH_IMAGE_PACKAGES=openssh-server,openssh-sftp-server,systemd-sysv,dbus,iproute2,sudo,ca-certificates,curl,procps,netbase,less
+# Packages the Docker image adds.
+DOCKER_IMAGE_PACKAGES=(docker.io)
+
+# ---------------------------------------------------------------------------
+
+say() { printf '[hosts/setup] %s\n' "$*" >&2; }
+die() { say "ERROR: $*"; exit 1; }
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%6.1f s", b - a }'; }
+# timed LABEL CMD...: runs CMD and reports how long it took. Under `set -e`
+# a failing CMD ends the script; the EXIT trap then names the step.
+STEP=
+timed() {
+  local label=$1 start
+  shift
+  STEP=$label
+  start=$(now)
+  "$@"
+  say "$(printf '%-34s %s' "$label" "$(elapsed "$start")")"
+  STEP=
+}
+
+[ "$(id -u)" = 0 ] || die "run as root (it installs packages, runs dockerd and debootstrap)"
+
+# --- host packages ----------------------------------------------------------
+
+install_host_packages() {
+  local missing=() p
+  for p in "${HOST_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    say "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+# --- Docker daemon ----------------------------------------------------------
+
+start_dockerd() {
+  if docker info >/dev/null 2>&1; then
+    return 0
+  fi
+  local dockerd
+  dockerd=$(command -v dockerd || true)
+  [ -n "$dockerd" ] || die "no dockerd after installing docker.io"
+  say "starting dockerd (log: $DOCKERD_LOG)"
+  # Detached from this script's session so it outlives it.
+  setsid "$dockerd" >>"$DOCKERD_LOG" 2>&1 </dev/null &
+  local i
+  for ((i = 0; i < 60; i++)); do
+    if docker info >/dev/null 2>&1; then
+      return 0
+    fi
+    if ! kill -0 $! 2>/dev/null && ! pgrep -x dockerd >/dev/null; then
+      break
+    fi
+    sleep 1
+  done
+  say "dockerd did not answer \`docker info\`; last lines of $DOCKERD_LOG:"
+  tail -n 30 "$DOCKERD_LOG" >&2 || true
+  die "no Docker daemon"
+}
+
+# --- the test hosts' network ---------------------------------------------
+
+NETWORK=machine-test
+BRIDGE=machine-test0
+
+# A bridge network of the test hosts' own, so they do not depend on (or
+# disturb) docker0. Should its bridge interface have vanished (seen once on
+# a shared machine: docker0 deleted under a running dockerd, and every
+# `docker run` failed with "could not find bridge"), it is made anew here,
+# which for the default bridge would need a daemon restart.
+ensure_network() {
+  if docker network inspect "$NETWORK" >/dev/null 2>&1; then
+    if ip link show "$BRIDGE" >/dev/null 2>&1; then
+      return 0
+    fi
+    say "network $NETWORK lost its bridge $BRIDGE; making it anew"
+    docker network rm "$NETWORK" >/dev/null \
+      || die "cannot remove network $NETWORK (containers still attached? bash $(dirname "$0")/cleanup.sh)"
+  fi
+  docker network create --driver bridge --label machine-test=1 \
+    --opt com.docker.network.bridge.name="$BRIDGE" "$NETWORK" >/dev/null
+}
+
+# --- recipes ----------------------------------------------------------------
+# Everything that defines an image lives in its recipe function (plus the
+# package variables above); the cache key hashes their text.
+
+# recipe_ssh DIR: a bootable (systemd) Debian root filesystem in DIR.
+recipe_ssh() {
+  local dir=$1
+  debootstrap --variant=minbase --include="$SSH_IMAGE_PACKAGES" "$SUITE" "$dir" "$MIRROR" >"$dir.debootstrap.log" 2>&1 \
+    || { tail -n 30 "$dir.debootstrap.log" >&2; return 1; }
+  rm -f "$dir.debootstrap.log"
+
+  # Package lists, so `apt-get install docker.io` works inside a host at once.
+  cp /etc/resolv.conf "$dir/etc/resolv.conf"
+  printf 'deb %s %s main\n' "$MIRROR" "$SUITE" >"$dir/etc/apt/sources.list"
+  chroot "$dir" apt-get update -qq
+
+  # A test user with passwordless sudo; root logs in with keys only.
+  chroot "$dir" useradd --create-home --shell /bin/bash tester
+  printf 'tester ALL=(ALL) NOPASSWD:ALL\n' >"$dir/etc/sudoers.d/tester"
+  chmod 0440 "$dir/etc/sudoers.d/tester"
+  install -d -m 0700 "$dir/root/.ssh"
+  install -d -m 0700 "$dir/home/tester/.ssh"
+  chroot "$dir" chown tester:tester /home/tester/.ssh
+  cat >"$dir/etc/ssh/sshd_config.d/machine-test.conf" <<'EOF'
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UseDNS no
+EOF
+
+  # Every host makes its own host keys at boot (the image ships none).
+  rm -f "$dir"/etc/ssh/ssh_host_*
+  cat >"$dir/etc/systemd/system/machine-test-hostkeys.service" <<'EOF'
+[Unit]
+Description=Generate missing SSH host keys
+Before=ssh.service
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -A
+[Install]
+WantedBy=multi-user.target
+EOF
+  chroot "$dir" systemctl enable ssh.service machine-test-hostkeys.service >/dev/null 2>&1
+
+  # Docker bind-mounts /etc/hostname and /etc/hosts; files that are mount
+  # points cannot be replaced (hostnamectl, sed -i: "Device or resource
+  # busy"). Early at boot, before anything could use them, turn them into
+  # plain files with the same content, as on a real machine.
+  cat >"$dir/usr/local/sbin/machine-test-etc-files" <<'EOF'
+#!/bin/sh
+for f in /etc/hostname /etc/hosts; do
+  if grep -q " $f " /proc/self/mountinfo; then
+    content=$(cat "$f") && umount "$f" && printf '%s\n' "$content" >"$f"
+  fi
+done
+exit 0
+EOF
+  chmod 0755 "$dir/usr/local/sbin/machine-test-etc-files"
+  cat >"$dir/etc/systemd/system/machine-test-etc-files.service" <<'EOF'
+[Unit]
+Description=Make /etc/hostname and /etc/hosts plain files
+DefaultDependencies=no
+Before=sysinit.target systemd-hostnamed.service dbus.service
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/machine-test-etc-files
+[Install]
+WantedBy=sysinit.target
+EOF
+  chroot "$dir" systemctl enable machine-test-etc-files.service >/dev/null 2>&1
+
+  # Units that cannot work in a container: keep the boot free of failures.
+  chroot "$dir" systemctl mask \
+    systemd-remount-fs.service getty@tty1.service console-getty.service \
+    systemd-firstboot.service sys-kernel-config.mount sys-kernel-debug.mount \
+    sys-kernel-tracing.mount dev-hugepages.mount >/dev/null 2>&1
+
+  # Each container gets its own machine id; docker provides hostname,
+  # hosts and resolv.conf.
+  : >"$dir/etc/machine-id"
+  rm -f "$dir/var/lib/dbus/machine-id"
+  : >"$dir/etc/resolv.conf"
+  printf 'debian\n' >"$dir/etc/hostname"
+  chroot "$dir" apt-get clean
+}
+
+# recipe_docker DIR: DIR holds the SSH image's root filesystem; add docker.io.
+recipe_docker() {
+  local dir=$1
+  cp /etc/resolv.conf "$dir/etc/resolv.conf"
+  printf '#!/bin/sh\nexit 101\n' >"$dir/usr/sbin/policy-rc.d"
+  chmod 0755 "$dir/usr/sbin/policy-rc.d"
+  mount -t proc proc "$dir/proc"
+  mount --rbind /dev "$dir/dev"
+  mount --make-rslave "$dir/dev"
+  MOUNTED+=("$dir/dev" "$dir/proc")
+  chroot "$dir" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${DOCKER_IMAGE_PACKAGES[@]}" >"$dir.apt.log" 2>&1 \
+    || { tail -n 30 "$dir.apt.log" >&2; return 1; }
+  rm -f "$dir.apt.log"
+  chroot "$dir" apt-get clean
+  unmount_all
+  rm -f "$dir/usr/sbin/policy-rc.d"
+  : >"$dir/etc/resolv.conf"
+  test -x "$dir/usr/sbin/dockerd"
+}
+
+# --- building ---------------------------------------------------------------
+
+MOUNTED=()
+WORK=
+unmount_all() {
+  local m
+  for m in "${MOUNTED[@]}"; do
+    umount -R "$m" 2>/dev/null || umount -lR "$m" 2>/dev/null || true
+  done
+  MOUNTED=()
+}
+WORK_TMPFS=
+# Builds happen in a tmpfs when one can be mounted: dpkg's many fsyncs cost
+# nothing there, and removing the build is an unmount instead of deleting
+# a gigabyte of small files (a minute on a disk mounted with `discard`).
+make_work() {
+  [ -z "$WORK" ] || return 0
+  WORK=$(mktemp -d "$CACHE/build.XXXXXX")
+  if mount -t tmpfs -o size=8g,mode=0700 machine-test-build "$WORK" 2>/dev/null; then
+    WORK_TMPFS=1
+  else
+    say "no tmpfs for the build; building on disk in $WORK"
+  fi
+}
+remove_work() {
+  unmount_all
+  if [ -n "$WORK" ] && [ -d "$WORK" ]; then
+    # Never follow a bind mount that is somehow still there.
+    if grep -q " $WORK/" /proc/mounts; then
+      say "leaving $WORK: still mounted"
+      return 0
+    fi
+    if [ -n "$WORK_TMPFS" ]; then
+      umount "$WORK" && WORK_TMPFS=
+    fi
+    [ -n "$WORK_TMPFS" ] || rm -rf --one-file-system "$WORK"
+  fi
+  WORK=
+}
+cleanup() {
+  local rc=$?
+  [ "$rc" = 0 ] || [ -z "$STEP" ] || say "FAILED during: $STEP (exit $rc)"
+  remove_work
+}
+trap cleanup EXIT
+
+key_of() { sha256sum | cut -c1-16; }
+
+SSH_KEY=$( { declare -f recipe_ssh; echo "$SUITE $MIRROR $SSH_IMAGE_PACKAGES"; } | key_of)
+DOCKER_KEY=$( { echo "$SSH_KEY"; declare -f recipe_docker; echo "${DOCKER_IMAGE_PACKAGES[*]}"; } | key_of)
+SSH_IMAGE=machine-test/debian-ssh:$SSH_KEY
+DOCKER_IMAGE=machine-test/debian-docker:$DOCKER_KEY
+SSH_TAR=$CACHE/debian-ssh-$SSH_KEY.tar
+DOCKER_TAR=$CACHE/debian-docker-$DOCKER_KEY.tar
+
+pack() { # pack DIR TAR: an atomic tarball of DIR
+  tar --numeric-owner --xattrs --xattrs-include='*' -C "$1" -cf "$2.part" .
+  mv "$2.part" "$2"
+}
+unpack() { # unpack TAR DIR
+  mkdir -p "$2"
+  tar --numeric-owner --xattrs --xattrs-include='*' -C "$2" -xpf "$1"
+}
+
+build_ssh_tar() {
+  make_work
+  : "${WORK:?no build directory}"
+  rm -rf --one-file-system "$WORK/ssh"
+  recipe_ssh "$WORK/ssh"
+  pack "$WORK/ssh" "$SSH_TAR"
+  rm -rf --one-file-system "$WORK/ssh"
+}
+build_docker_tar() {
+  make_work
+  : "${WORK:?no build directory}"
+  rm -rf --one-file-system "$WORK/docker"
+  unpack "$SSH_TAR" "$WORK/docker"
+  recipe_docker "$WORK/docker"
+  pack "$WORK/docker" "$DOCKER_TAR"
+}
+import() { # import TAR IMAGE
+  docker import \
+    --change 'CMD ["/sbin/init"]' \
+    --change 'ENV container=docker' \
+    --change 'LABEL machine-test.image=1' \
+    "$1" "$2" >/dev/null
+}
+have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+
+main() {
+  local total
+  total=$(now)
+  mkdir -p "$CACHE"
+  # One at a time (parallel test runs may call this together).
+  exec 9>"$CACHE/.lock"
+  flock 9
+
+  timed "host packages" install_host_packages
+  timed "docker daemon" start_dockerd
+  timed "docker network" ensure_network
+
+  if [ ! -s "$SSH_TAR" ]; then
+    say "building $SSH_IMAGE's root filesystem (debootstrap, a few minutes)"
+    timed "debootstrap + configure (ssh)" build_ssh_tar
+  fi
+  if ! have_image "$SSH_IMAGE"; then
+    timed "docker import (ssh)" import "$SSH_TAR" "$SSH_IMAGE"
+  fi
+
+  if [ ! -s "$DOCKER_TAR" ]; then
+    say "building $DOCKER_IMAGE's root filesystem (apt-get install docker.io)"
+    timed "install docker.io (docker)" build_docker_tar
+  fi
+  if ! have_image "$DOCKER_IMAGE"; then
+    timed "docker import (docker)" import "$DOCKER_TAR" "$DOCKER_IMAGE"
+  fi
+
+  if [ -n "$WORK" ]; then
+    timed "remove build directory" remove_work
+  fi
+
+  # Tarballs and images of older recipes are dead weight.
+  local f image
+  for f in "$CACHE"/debian-ssh-*.tar "$CACHE"/debian-docker-*.tar; do
+    [ -e "$f" ] || continue
+    [ "$f" = "$SSH_TAR" ] || [ "$f" = "$DOCKER_TAR" ] || { say "removing stale $f"; rm -f "$f"; }
+  done
+  for image in $(docker images --filter label=machine-test.image=1 --format '{{.Repository}}:{{.Tag}}'); do
+    [ "$image" = "$SSH_IMAGE" ] || [ "$image" = "$DOCKER_IMAGE" ] \
+      || { say "removing stale image $image"; docker rmi "$image" >/dev/null 2>&1 || say "($image is still in use)"; }
+  done
+
+  printf 'MACHINE_TEST_IMAGE_SSH=%s\nMACHINE_TEST_IMAGE_DOCKER=%s\n' "$SSH_IMAGE" "$DOCKER_IMAGE" >"$CACHE/images.env.part"
+  mv "$CACHE/images.env.part" "$CACHE/images.env"
+
+  say "$(printf '%-34s %s' total "$(elapsed "$total")")"
+  printf 'MACHINE_TEST_IMAGE_SSH=%s\nMACHINE_TEST_IMAGE_DOCKER=%s\n' "$SSH_IMAGE" "$DOCKER_IMAGE"
+}
+
+main "$@"

@@ -1,0 +1,359 @@
+//! Provisioning Docker over SSH on real hosts: systemd + sshd containers on
+//! the local Docker engine (see `integration/hosts/`), adopted with the
+//! generic driver, then used through the real docker CLI.
+
+use std::process::{Command, Stdio};
+
+use machine_integration::hosts::{Image, TestHost, test_key_pair};
+use machine_integration::{Run, TestContext};
+
+/// Adopts `host` as machine `name` with the generic driver.
+fn create_generic(
+    t: &TestContext,
+    host: &TestHost,
+    key: &std::path::Path,
+    name: &str,
+    user: &str,
+    extra: &[&str],
+) -> Run {
+    let ssh_port = host.ssh_port.to_string();
+    let docker_port = host.docker_port.to_string();
+    let mut args = vec![
+        "create",
+        "-d",
+        "generic",
+        "--generic-ip-address",
+        "127.0.0.1",
+        "--generic-ssh-port",
+        &ssh_port,
+        "--generic-ssh-user",
+        user,
+        "--generic-ssh-key",
+        key.to_str().unwrap(),
+        "--generic-engine-port",
+        &docker_port,
+    ];
+    args.extend_from_slice(extra);
+    args.push(name);
+    t.run(&args)
+}
+
+/// Runs the real docker CLI with `machine env NAME` applied by bash.
+fn docker(t: &TestContext, name: &str, docker_args: &str) -> Run {
+    let script = format!(
+        "set -e; eval \"$({machine} env --shell bash {name})\"; docker {docker_args}",
+        machine = t.bin.join("machine").display()
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .env("MACHINE_STORAGE_PATH", t.store_path())
+        .env_remove("DOCKER_HOST")
+        .output()
+        .expect("bash");
+    Run {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn generic_installs_docker_from_the_package_and_applies_engine_options() {
+    let t = TestContext::new();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = test_key_pair(keys.path());
+    let host = TestHost::start(Image::Ssh, &public);
+    let run = create_generic(
+        &t,
+        &host,
+        &key,
+        "pkg",
+        "root",
+        &[
+            "--engine-install-method",
+            "package",
+            "--engine-label",
+            "env=test",
+            "--engine-label",
+            "team=infra",
+            "--engine-storage-driver",
+            "vfs",
+            "--engine-opt",
+            "log-driver=local",
+            "--engine-env",
+            "MACHINE_TEST_ENV=hello",
+            "--tls-san",
+            "pkg.example.test",
+        ],
+    );
+    run.ok();
+    for step in [
+        "SSH is up",
+        "Detecting the operating system",
+        "Checking for Docker",
+        "Installing TLS certificates",
+        "answers over mutual TLS",
+    ] {
+        assert!(
+            run.stderr.contains(step),
+            "{step} missing from:\n{}",
+            run.stderr
+        );
+    }
+    assert!(
+        run.stderr
+            .contains("installing the distribution's Docker package"),
+        "{}",
+        run.stderr
+    );
+
+    let version = docker(&t, "pkg", "version --format '{{.Server.Version}}'");
+    assert!(!version.ok().trim().is_empty());
+    let info = docker(
+        &t,
+        "pkg",
+        "info --format '{{json .Labels}} {{.Driver}} {{.LoggingDriver}} {{.Name}}'",
+    );
+    let info = info.ok();
+    assert!(info.contains("\"env=test\""), "{info}");
+    assert!(info.contains("\"team=infra\""), "{info}");
+    assert!(info.contains("\"provider=generic\""), "{info}");
+    assert!(
+        info.contains(" vfs local pkg"),
+        "storage driver, log driver and hostname: {info}"
+    );
+
+    // The engine's environment is dockerd's environment.
+    let env = t.run(&[
+        "ssh",
+        "pkg",
+        "--",
+        "sh",
+        "-c",
+        "'tr \"\\0\" \"\\n\" < /proc/$(pidof dockerd)/environ'",
+    ]);
+    assert!(
+        env.ok().contains("MACHINE_TEST_ENV=hello"),
+        "{}",
+        env.stdout
+    );
+
+    // --tls-san names are in the server certificate.
+    let cert = t.store_path().join("machines/pkg/server.pem");
+    let text = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(&cert)
+        .output()
+        .expect("openssl (integration/test.sh installs it)");
+    let sans = String::from_utf8_lossy(&text.stdout);
+    assert!(sans.contains("DNS:pkg.example.test"), "{sans}");
+    assert!(sans.contains("IP Address:127.0.0.1"), "{sans}");
+
+    let rows = t.run(&[
+        "ls",
+        "--format",
+        "{{.Name}} {{.State}} {{.DockerVersion}} {{.Error}}",
+    ]);
+    let row = rows.ok().trim().to_owned();
+    assert!(row.starts_with("pkg Running v"), "{row}");
+    assert_eq!(
+        t.run(&["version", "pkg"]).ok().trim(),
+        version.stdout.trim()
+    );
+    t.run(&["rm", "-y", "pkg"]).ok();
+}
+
+#[test]
+fn generic_on_a_host_with_docker_as_a_sudo_user() {
+    let t = TestContext::new();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = test_key_pair(keys.path());
+    let host = TestHost::start(Image::Docker, &public);
+    let run = create_generic(
+        &t,
+        &host,
+        &key,
+        "ready",
+        "tester",
+        &["--engine-install-method", "none"],
+    );
+    run.ok();
+    assert!(
+        run.stderr
+            .contains("Docker is installed (/usr/sbin/dockerd)"),
+        "{}",
+        run.stderr
+    );
+    let ps = docker(&t, "ready", "ps --format '{{.ID}}'");
+    ps.ok();
+    let inspect = t.run(&[
+        "inspect",
+        "-f",
+        "{{.Driver.SSHUser}} {{.Driver.IPAddress}}",
+        "ready",
+    ]);
+    assert_eq!(inspect.ok(), "tester 127.0.0.1\n");
+
+    // ssh: output, exit status, stdin.
+    let run = t.run(&["ssh", "ready", "echo", "hello", "from", "$(hostname)"]);
+    assert_eq!(run.ok(), "hello from ready\n");
+    let run = t.run(&[
+        "ssh",
+        "ready",
+        "--",
+        "sh",
+        "-c",
+        "'echo out; echo err >&2; exit 3'",
+    ]);
+    assert_eq!(run.status.code(), Some(3), "{run:?}");
+    assert_eq!(run.stdout, "out\n");
+    assert!(run.stderr.contains("err"), "{}", run.stderr);
+    let mut child = t
+        .command(&["ssh", "ready", "tr", "a-z", "A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"piped input\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "PIPED INPUT\n");
+
+    // regenerate-certs: new certificate, Docker still answers.
+    let before = std::fs::read(t.store_path().join("machines/ready/server.pem")).unwrap();
+    t.run(&["regenerate-certs", "-f", "ready"]).ok();
+    let after = std::fs::read(t.store_path().join("machines/ready/server.pem")).unwrap();
+    assert_ne!(before, after, "a new server certificate");
+    docker(&t, "ready", "version").ok();
+
+    // A changed host key is refused, with what to do.
+    host.rotate_host_keys();
+    let run = t.run(&["ssh", "ready", "true"]);
+    let err = run.fails_with(1);
+    assert!(err.to_lowercase().contains("host key"), "{err}");
+    assert!(err.contains("known_hosts"), "{err}");
+
+    t.run(&["rm", "-y", "ready"]).ok();
+    assert!(t.run(&["ls", "-q"]).ok().is_empty());
+}
+
+#[test]
+fn scp_both_ways_between_machines_and_recursively() {
+    let t = TestContext::new();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = test_key_pair(keys.path());
+    let one = TestHost::start(Image::Docker, &public);
+    let two = TestHost::start(Image::Docker, &public);
+    create_generic(
+        &t,
+        &one,
+        &key,
+        "one",
+        "root",
+        &["--engine-install-method", "none"],
+    )
+    .ok();
+    create_generic(
+        &t,
+        &two,
+        &key,
+        "two",
+        "tester",
+        &["--engine-install-method", "none"],
+    )
+    .ok();
+
+    let local = tempfile::tempdir().unwrap();
+    let file = local.path().join("data.bin");
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&file, &bytes).unwrap();
+
+    // local -> machine -> local
+    t.run(&["scp", file.to_str().unwrap(), "one:/tmp/data.bin"])
+        .ok();
+    let back = local.path().join("back.bin");
+    t.run(&["scp", "one:/tmp/data.bin", back.to_str().unwrap()])
+        .ok();
+    assert_eq!(std::fs::read(&back).unwrap(), bytes);
+
+    // machine -> machine
+    t.run(&["scp", "one:/tmp/data.bin", "two:/tmp/copied.bin"])
+        .ok();
+    let sum = t.run(&["ssh", "two", "cksum", "/tmp/copied.bin"]);
+    let sum_one = t.run(&["ssh", "one", "cksum", "/tmp/data.bin"]);
+    assert_eq!(
+        sum.ok().split_whitespace().next(),
+        sum_one.ok().split_whitespace().next()
+    );
+
+    // recursive, both ways
+    let tree = local.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub/deeper")).unwrap();
+    std::fs::write(tree.join("top.txt"), "top").unwrap();
+    std::fs::write(tree.join("sub/deeper/leaf.txt"), "leaf").unwrap();
+    let run = t.run(&["scp", tree.to_str().unwrap(), "one:/tmp/"]);
+    assert!(run.fails_with(1).contains("use -r"), "{}", run.stderr);
+    t.run(&["scp", "-r", tree.to_str().unwrap(), "one:/tmp/"])
+        .ok();
+    assert_eq!(
+        t.run(&["ssh", "one", "cat", "/tmp/tree/sub/deeper/leaf.txt"])
+            .ok(),
+        "leaf"
+    );
+    let fetched = local.path().join("fetched");
+    t.run(&["scp", "-r", "one:/tmp/tree", fetched.to_str().unwrap()])
+        .ok();
+    assert_eq!(
+        std::fs::read_to_string(fetched.join("top.txt")).unwrap(),
+        "top"
+    );
+    assert_eq!(
+        std::fs::read_to_string(fetched.join("sub/deeper/leaf.txt")).unwrap(),
+        "leaf"
+    );
+    t.run(&["scp", "-r", "one:/tmp/tree", "two:/tmp/tree-copy"])
+        .ok();
+    assert_eq!(
+        t.run(&["ssh", "two", "cat", "/tmp/tree-copy/top.txt"]).ok(),
+        "top"
+    );
+
+    let run = t.run(&["scp", "one:/tmp/nope", local.path().to_str().unwrap()]);
+    assert!(run.fails_with(1).contains("no such file"), "{}", run.stderr);
+    t.run(&["rm", "-y", "one", "two"]).ok();
+}
+
+#[test]
+fn a_failed_provisioning_is_kept_with_its_reason() {
+    let t = TestContext::new();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = test_key_pair(keys.path());
+    let host = TestHost::start(Image::Ssh, &public);
+    let run = create_generic(
+        &t,
+        &host,
+        &key,
+        "nodocker",
+        "root",
+        &["--engine-install-method", "none"],
+    );
+    let err = run.fails_with(1);
+    assert!(
+        err.contains("Docker is not installed on machine `nodocker`"),
+        "{err}"
+    );
+    assert!(err.contains("machine provision nodocker"), "{err}");
+    let ls = t.run(&["ls", "--format", "{{.Name}}|{{.Error}}"]);
+    assert!(
+        ls.ok().starts_with("nodocker|provisioning failed"),
+        "{}",
+        ls.stdout
+    );
+    t.run(&["rm", "-y", "nodocker"]).ok();
+}
