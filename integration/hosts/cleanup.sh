@@ -12,3 +12,17 @@ if [ -n "$ids" ]; then
   docker rm --force --volumes $ids >/dev/null
   echo "removed $(wc -w <<<"$ids") test host container(s)" >&2
 fi
+
+# Machines the container driver made for test stores (temporary stores under
+# /tmp/machine-test-*) that a killed test did not remove.
+for id in $(docker ps --all --quiet --filter label=io.machine.store); do
+  store=$(docker inspect --format '{{index .Config.Labels "io.machine.store"}}' "$id")
+  case "$store" in
+    /tmp/machine-test-*)
+      vols=$(docker inspect --format '{{range .Mounts}}{{if .Name}}{{.Name}} {{end}}{{end}}' "$id")
+      docker rm --force --volumes "$id" >/dev/null
+      # shellcheck disable=SC2086
+      [ -z "$vols" ] || docker volume rm --force $vols >/dev/null 2>&1 || true
+      ;;
+  esac
+done

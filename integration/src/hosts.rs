@@ -161,6 +161,12 @@ impl TestHost {
                 .arg(format!("127.0.0.1:{ssh_port}:22"))
                 .arg("-p")
                 .arg(format!("127.0.0.1:{docker_port}:{docker_port}"))
+                // A second loopback address, for tests of a host whose
+                // address changed (as with DHCP).
+                .arg("-p")
+                .arg(format!("{SECOND_ADDRESS}:{ssh_port}:22"))
+                .arg("-p")
+                .arg(format!("{SECOND_ADDRESS}:{docker_port}:{docker_port}"))
                 .arg(&image)
                 .stdin(Stdio::null())
                 .output()
@@ -420,6 +426,9 @@ fn remove_container(name: &str) {
         .stderr(Stdio::null())
         .status();
 }
+
+/// The other loopback address every host's ports are published on too.
+pub const SECOND_ADDRESS: &str = "127.0.0.2";
 
 /// Two distinct ports that were free on 127.0.0.1 a moment ago.
 fn free_port_pair() -> (u16, u16) {

@@ -4,7 +4,7 @@
 
 use std::process::{Command, Stdio};
 
-use machine_integration::hosts::{Image, TestHost, test_key_pair};
+use machine_integration::hosts::{Image, SECOND_ADDRESS, TestHost, test_key_pair};
 use machine_integration::{Run, TestContext};
 
 /// Adopts `host` as machine `name` with the generic driver.
@@ -356,4 +356,62 @@ fn a_failed_provisioning_is_kept_with_its_reason() {
         ls.stdout
     );
     t.run(&["rm", "-y", "nodocker"]).ok();
+}
+
+#[test]
+fn a_changed_address_is_named_and_regenerate_certs_repairs_it() {
+    let t = TestContext::new();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = test_key_pair(keys.path());
+    let host = TestHost::start(Image::Docker, &public);
+    create_generic(
+        &t,
+        &host,
+        &key,
+        "moved",
+        "root",
+        &["--engine-install-method", "none"],
+    )
+    .ok();
+    docker(&t, "moved", "version").ok();
+
+    // The host comes back at another address, as after a DHCP renewal.
+    let config = t.store_path().join("machines/moved/config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["driver_config"]["ip_address"] = serde_json::Value::from(SECOND_ADDRESS);
+    std::fs::write(&config, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+
+    for cmd in [
+        &["env", "moved"][..],
+        &["url", "moved"],
+        &["config", "moved"],
+    ] {
+        let run = t.run(cmd);
+        let err = run.fails_with(1);
+        assert!(
+            err.contains(&format!("machine `moved` is now at {SECOND_ADDRESS}, but its certificate is not valid for that address")),
+            "{cmd:?}: {err}"
+        );
+        assert!(
+            err.contains("machine regenerate-certs moved"),
+            "{cmd:?}: {err}"
+        );
+    }
+    let ls = t.run(&["ls", "--format", "{{.Name}}|{{.Error}}"]);
+    assert!(
+        ls.ok()
+            .contains("moved|machine `moved` is now at 127.0.0.2"),
+        "{}",
+        ls.stdout
+    );
+
+    t.run(&["regenerate-certs", "-f", "moved"]).ok();
+    let url = t.run(&["url", "moved"]);
+    assert_eq!(
+        url.ok().trim(),
+        format!("tcp://{SECOND_ADDRESS}:{}", host.docker_port)
+    );
+    docker(&t, "moved", "version").ok();
+    t.run(&["rm", "-y", "moved"]).ok();
 }

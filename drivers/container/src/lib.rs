@@ -38,6 +38,8 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_IMAGE: &str = "machine/debian-ssh:bookworm";
 /// Label on everything the driver makes, with the machine's name.
 pub const LABEL: &str = "io.machine.name";
+/// Label with the store the machine belongs to (its `machines/` parent).
+pub const STORE_LABEL: &str = "io.machine.store";
 
 /// The driver.
 #[derive(Debug, Default)]
@@ -120,6 +122,7 @@ fn container_name(machine: &str, dir: &std::path::Path) -> String {
 fn body(
     image: &str,
     machine: &str,
+    store: &str,
     volume: &str,
     ssh_port: u16,
     engine_port: u16,
@@ -141,7 +144,10 @@ fn body(
         image: Some(image.to_owned()),
         hostname: Some(machine.to_owned()),
         cmd: Some(vec!["/sbin/init".into()]),
-        labels: Some(HashMap::from([(LABEL.to_owned(), machine.to_owned())])),
+        labels: Some(HashMap::from([
+            (LABEL.to_owned(), machine.to_owned()),
+            (STORE_LABEL.to_owned(), store.to_owned()),
+        ])),
         exposed_ports: Some(vec!["22/tcp".into(), format!("{engine_port}/tcp")]),
         stop_signal: Some("SIGRTMIN+3".into()),
         host_config: Some(HostConfig {
@@ -319,6 +325,14 @@ impl Driver for ContainerDriver {
         let fixed_engine = port_flag(&req, "container-engine-port")?;
         let container = container_name(&name, &req.machine.dir);
         let volume = format!("{container}-docker");
+        // machines/NAME -> the store's root.
+        let store = req
+            .machine
+            .dir
+            .parent()
+            .and_then(std::path::Path::parent)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
 
         // Free ports can be taken between the check and the bind by a
         // concurrent create; try again with new ones.
@@ -341,7 +355,14 @@ impl Driver for ContainerDriver {
             docker
                 .create_container(
                     Some(opts),
-                    body(&image, &name, &volume, cfg.ssh_port, cfg.engine_port),
+                    body(
+                        &image,
+                        &name,
+                        &store,
+                        &volume,
+                        cfg.ssh_port,
+                        cfg.engine_port,
+                    ),
                 )
                 .await
                 .map_err(|e| {
