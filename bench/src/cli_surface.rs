@@ -6,10 +6,12 @@
 //! `machine create -d none --url tcp://127.0.0.1:PORT mI`, each with its own
 //! port on which nothing listens (a Docker Machine user's stale endpoints:
 //! anything that tried to reach them would get "connection refused" at
-//! once). Then every measured command is run `--runs` times after 2
-//! discarded warm-up runs, round-robin so that drift and background load hit
-//! all alike. A run is timed from just before the spawn until the process
-//! has exited and its stdout and stderr were read to the end.
+//! once). Once every store is filled, every measured command is run
+//! `--runs` times over every store after 2 discarded warm-up runs,
+//! round-robin (one run of each store and command per round) so that drift
+//! and background load hit all rows alike. A run is timed from just before
+//! the spawn until the process has exited and its stdout and stderr were
+//! read to the end.
 //!
 //! Every run's output is checked (`ls` prints N+1 lines, `ls -q` N names,
 //! `--format json` N objects, `url m1` the URL it was created with, …); a
@@ -544,12 +546,20 @@ fn render(results: &[Measured]) -> String {
     align(&rows)
 }
 
-/// Measures every case over a store of `n` machines.
-fn measure_count(opts: &Options, n: usize) -> Result<Vec<Measured>, BoxError> {
-    let store = tempfile::Builder::new()
+/// A filled store and what is in it.
+#[derive(Debug)]
+struct Prepared {
+    n: usize,
+    dir: tempfile::TempDir,
+    fleet: Fleet,
+}
+
+/// Makes and fills the store for `n` machines, and says how that went.
+fn prepare(opts: &Options, n: usize) -> Result<Prepared, BoxError> {
+    let dir = tempfile::Builder::new()
         .prefix(&format!("machine-bench-store-{n}-"))
         .tempdir()?;
-    let path = store.path();
+    let path = dir.path();
     println!("{n} machines: store {}", path.display());
     let (fleet, setup) = fill_store(&opts.machine, path, n)?;
     let per = summarize(&setup.each).ok_or("no machine was created")?;
@@ -574,33 +584,45 @@ fn measure_count(opts: &Options, n: usize) -> Result<Vec<Measured>, BoxError> {
             case.args.join(" ")
         );
     }
+    println!();
+    Ok(Prepared { n, dir, fleet })
+}
 
-    let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(opts.runs); CASES.len()];
+/// Runs every case over every store: rounds of one run of each (store,
+/// command) pair, so that drift and background load hit all rows alike.
+fn measure(opts: &Options, stores: &[Prepared]) -> Result<Vec<Measured>, BoxError> {
+    let mut samples: Vec<Vec<Vec<Duration>>> =
+        vec![vec![Vec::with_capacity(opts.runs); CASES.len()]; stores.len()];
     for round in 0..WARMUP_RUNS + opts.runs {
-        for (case, times) in CASES.iter().zip(samples.iter_mut()) {
-            let what = format!("machine {}", case.args.join(" "));
-            let (took, out) = timed(machine_command(&opts.machine, path, case.args))?;
-            let stdout = succeeded(&what, &out)?;
-            (case.check)(&stdout, &fleet)
-                .map_err(|e| format!("wrong output from `{what}` over {n} machines: {e}"))?;
-            if round >= WARMUP_RUNS {
-                times.push(took);
+        for (store, per_case) in stores.iter().zip(samples.iter_mut()) {
+            for (case, times) in CASES.iter().zip(per_case.iter_mut()) {
+                let what = format!("machine {}", case.args.join(" "));
+                let cmd = machine_command(&opts.machine, store.dir.path(), case.args);
+                let (took, out) = timed(cmd)?;
+                let stdout = succeeded(&what, &out)?;
+                (case.check)(&stdout, &store.fleet).map_err(|e| {
+                    format!("wrong output from `{what}` over {} machines: {e}", store.n)
+                })?;
+                if round >= WARMUP_RUNS {
+                    times.push(took);
+                }
             }
         }
     }
-    println!();
-    Ok(CASES
-        .iter()
-        .zip(&samples)
-        .filter_map(|(case, times)| {
-            Some(Measured {
-                label: case.label,
-                n,
-                summary: summarize(times)?,
-                target: target(case.label, n),
-            })
-        })
-        .collect())
+    let mut results = Vec::new();
+    for (store, per_case) in stores.iter().zip(&samples) {
+        for (case, times) in CASES.iter().zip(per_case) {
+            if let Some(summary) = summarize(times) {
+                results.push(Measured {
+                    label: case.label,
+                    n: store.n,
+                    summary,
+                    target: target(case.label, store.n),
+                });
+            }
+        }
+    }
+    Ok(results)
 }
 
 /// Runs the benchmark and prints its report.
@@ -622,10 +644,12 @@ pub(crate) fn run(opts: &Options) -> Result<(), BoxError> {
     }
     println!();
 
-    let mut results = Vec::new();
-    for &n in &opts.counts {
-        results.extend(measure_count(opts, n)?);
-    }
+    let stores = opts
+        .counts
+        .iter()
+        .map(|&n| prepare(opts, n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let results = measure(opts, &stores)?;
     print!("{}", render(&results));
     println!();
     for r in &results {

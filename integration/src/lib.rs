@@ -164,6 +164,23 @@ impl TestContext {
         Run::from(cmd.output().expect("run machine"))
     }
 
+    /// Runs the real docker CLI at machine `name`, as a user does: bash
+    /// evaluates `machine env --shell bash NAME`, then runs `docker ARGS`.
+    pub fn docker(&self, name: &str, docker_args: &str) -> Run {
+        let script = format!(
+            "set -e; eval \"$({machine} env --shell bash {name})\"; docker {docker_args}",
+            machine = self.bin.join("machine").display()
+        );
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .env("MACHINE_STORAGE_PATH", self.store.path())
+            .env_remove("DOCKER_HOST")
+            .output()
+            .expect("run bash");
+        Run::from(out)
+    }
+
     /// Pids of live driver processes started by this test.
     pub fn driver_pids(&self) -> Vec<u32> {
         let needle = format!("{MARKER_VAR}={}", self.marker);

@@ -184,7 +184,7 @@ fn create_help_shows_the_drivers_flags_with_env_vars() {
     let help = t.run(&["create", "--driver=fault", "--help"]);
     let help = help.ok();
     assert!(help.contains("--fault-ssh-port <N>"), "{help}");
-    assert!(help.contains("[default: 22]"), "{help}");
+    assert!(help.contains("[default: 0]"), "{help}");
     assert!(help.contains("[env: FAULT_INJECT=]"), "{help}");
 
     // Without a usable driver, help still shows create's own flags.

@@ -4,23 +4,8 @@
 
 use std::process::{Command, Stdio};
 
-use machine_integration::{Run, TestContext};
-
-/// The test image with Docker installed, from `integration/hosts/setup.sh`.
-fn image(var: &str) -> String {
-    if let Ok(image) = std::env::var(var) {
-        return image;
-    }
-    let env = std::fs::read_to_string("/var/cache/machine-test/images.env").unwrap_or_else(|e| {
-        panic!(
-            "no test images: {e}; run `bash integration/hosts/setup.sh` (integration/test.sh does)"
-        )
-    });
-    env.lines()
-        .find_map(|l| l.strip_prefix(&format!("{var}=")))
-        .map(|v| v.trim_matches('"').to_owned())
-        .unwrap_or_else(|| panic!("{var} missing from images.env"))
-}
+use machine_integration::TestContext;
+use machine_integration::hosts::Image;
 
 /// Containers and volumes the driver made for this test's store.
 fn leftovers() -> (String, String) {
@@ -45,25 +30,6 @@ fn leftovers() -> (String, String) {
     )
 }
 
-fn docker(t: &TestContext, name: &str, docker_args: &str) -> Run {
-    let script = format!(
-        "set -e; eval \"$({} env --shell bash {name})\"; docker {docker_args}",
-        t.bin.join("machine").display()
-    );
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(&script)
-        .env("MACHINE_STORAGE_PATH", t.store_path())
-        .env_remove("DOCKER_HOST")
-        .output()
-        .unwrap();
-    Run {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 /// A machine name unique to this test run, since containers share one engine.
 fn unique(t: &TestContext, base: &str) -> String {
     let suffix: String = t.marker.chars().rev().take(6).collect();
@@ -79,7 +45,7 @@ fn unique(t: &TestContext, base: &str) -> String {
 fn create_env_docker_lifecycle_and_rm() {
     let t = TestContext::new();
     let name = unique(&t, "ctr");
-    let img = image("MACHINE_TEST_IMAGE_DOCKER");
+    let img = Image::Docker.name();
     let run = t.run(&[
         "create",
         "-d",
@@ -93,7 +59,7 @@ fn create_env_docker_lifecycle_and_rm() {
     run.ok();
     assert!(run.stderr.contains("Docker is installed"), "{}", run.stderr);
 
-    let info = docker(&t, &name, "info --format '{{.Name}} {{json .Labels}}'");
+    let info = t.docker(&name, "info --format '{{.Name}} {{json .Labels}}'");
     let info = info.ok();
     assert!(info.starts_with(&format!("{name} ")), "{info}");
     assert!(info.contains("kind=container"), "{info}");
@@ -105,10 +71,10 @@ fn create_env_docker_lifecycle_and_rm() {
     t.run(&["start", &name]).ok();
     assert_eq!(t.run(&["status", &name]).ok(), "Running\n");
     // Docker comes back on its own after a start: the unit is enabled.
-    docker(&t, &name, "version").ok();
+    t.docker(&name, "version").ok();
     // Re-provisioning an existing machine works and keeps it usable.
     t.run(&["provision", &name]).ok();
-    docker(&t, &name, "version").ok();
+    t.docker(&name, "version").ok();
     t.run(&["restart", &name]).ok();
     t.run(&["kill", &name]).ok();
     assert_eq!(t.run(&["status", &name]).ok(), "Stopped\n");
@@ -133,7 +99,7 @@ fn create_env_docker_lifecycle_and_rm() {
 #[test]
 fn five_creates_at_once() {
     let t = TestContext::new();
-    let img = image("MACHINE_TEST_IMAGE_DOCKER");
+    let img = Image::Docker.name();
     let names: Vec<String> = (1..=5).map(|i| unique(&t, &format!("five{i}"))).collect();
     let children: Vec<_> = names
         .iter()
@@ -154,7 +120,8 @@ fn five_creates_at_once() {
         );
     }
     for name in &names {
-        docker(&t, name, "version --format '{{.Server.Version}}'").ok();
+        t.docker(name, "version --format '{{.Server.Version}}'")
+            .ok();
     }
     let mut args = vec!["rm", "-y"];
     args.extend(names.iter().map(String::as_str));
@@ -189,7 +156,7 @@ fn failures_leave_nothing_behind() {
     // Provisioning fails (no Docker, and told not to install it): the
     // machine is kept in the Error state, and rm removes its container.
     let name = unique(&t, "noprov");
-    let img = image("MACHINE_TEST_IMAGE_SSH");
+    let img = Image::Ssh.name();
     let run = t.run(&[
         "create",
         "-d",

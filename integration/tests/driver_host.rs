@@ -55,7 +55,7 @@ fn driver_info_reports_version_protocol_capabilities_path_and_flags() {
         .find(|f| f["name"] == "fault-ssh-port")
         .unwrap();
     assert_eq!(port["type"], "int");
-    assert_eq!(port["default"], "22");
+    assert_eq!(port["default"], "0");
 
     let text = t.run(&["driver", "info", "fault"]);
     let text = text.ok();

@@ -38,26 +38,6 @@ fn create_generic(
     t.run(&args)
 }
 
-/// Runs the real docker CLI with `machine env NAME` applied by bash.
-fn docker(t: &TestContext, name: &str, docker_args: &str) -> Run {
-    let script = format!(
-        "set -e; eval \"$({machine} env --shell bash {name})\"; docker {docker_args}",
-        machine = t.bin.join("machine").display()
-    );
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(&script)
-        .env("MACHINE_STORAGE_PATH", t.store_path())
-        .env_remove("DOCKER_HOST")
-        .output()
-        .expect("bash");
-    Run {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 #[test]
 fn generic_installs_docker_from_the_package_and_applies_engine_options() {
     let t = TestContext::new();
@@ -108,10 +88,9 @@ fn generic_installs_docker_from_the_package_and_applies_engine_options() {
         run.stderr
     );
 
-    let version = docker(&t, "pkg", "version --format '{{.Server.Version}}'");
+    let version = t.docker("pkg", "version --format '{{.Server.Version}}'");
     assert!(!version.ok().trim().is_empty());
-    let info = docker(
-        &t,
+    let info = t.docker(
         "pkg",
         "info --format '{{json .Labels}} {{.Driver}} {{.LoggingDriver}} {{.Name}}'",
     );
@@ -185,7 +164,7 @@ fn generic_on_a_host_with_docker_as_a_sudo_user() {
         "{}",
         run.stderr
     );
-    let ps = docker(&t, "ready", "ps --format '{{.ID}}'");
+    let ps = t.docker("ready", "ps --format '{{.ID}}'");
     ps.ok();
     let inspect = t.run(&[
         "inspect",
@@ -230,7 +209,7 @@ fn generic_on_a_host_with_docker_as_a_sudo_user() {
     t.run(&["regenerate-certs", "-f", "ready"]).ok();
     let after = std::fs::read(t.store_path().join("machines/ready/server.pem")).unwrap();
     assert_ne!(before, after, "a new server certificate");
-    docker(&t, "ready", "version").ok();
+    t.docker("ready", "version").ok();
 
     // A changed host key is refused, with what to do.
     host.rotate_host_keys();
@@ -373,7 +352,7 @@ fn a_changed_address_is_named_and_regenerate_certs_repairs_it() {
         &["--engine-install-method", "none"],
     )
     .ok();
-    docker(&t, "moved", "version").ok();
+    t.docker("moved", "version").ok();
 
     // The host comes back at another address, as after a DHCP renewal.
     let config = t.store_path().join("machines/moved/config.json");
@@ -412,6 +391,6 @@ fn a_changed_address_is_named_and_regenerate_certs_repairs_it() {
         url.ok().trim(),
         format!("tcp://{SECOND_ADDRESS}:{}", host.docker_port)
     );
-    docker(&t, "moved", "version").ok();
+    t.docker("moved", "version").ok();
     t.run(&["rm", "-y", "moved"]).ok();
 }

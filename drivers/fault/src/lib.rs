@@ -174,17 +174,21 @@ impl Driver for FaultDriver {
                 "faults for this machine (see the driver's docs)",
             )
             .env("FAULT_INJECT"),
-            Flag::int("fault-ssh-port", "the SSH port to report").default_value(22),
+            Flag::int(
+                "fault-ssh-port",
+                "the SSH port to report (0: the host has no SSH)",
+            )
+            .default_value(0),
         ])
     }
 
     async fn pre_create_check(&self, req: &CreateRequest) -> Result<Vec<String>> {
         self.inject("PreCreateCheck", None).await?;
         if let Some(port) = req.flags.int("fault-ssh-port")?
-            && !(1..=65535).contains(&port)
+            && !(0..=65535).contains(&port)
         {
             return Err(Error::invalid_argument(format!(
-                "--fault-ssh-port {port} is not a port number (1-65535)"
+                "--fault-ssh-port {port} is not a port number (0-65535)"
             )));
         }
         Ok(Vec::new())
@@ -193,15 +197,12 @@ impl Driver for FaultDriver {
     async fn create(&self, req: CreateRequest, progress: Progress) -> Result<Config> {
         self.inject("Create", None).await?;
         let faults = req.flags.string_or("fault-inject", "")?;
-        let ssh_port = req.flags.int("fault-ssh-port")?.unwrap_or(22);
-        let ssh_port = u16::try_from(ssh_port)
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| {
-                Error::invalid_argument(format!(
-                    "--fault-ssh-port {ssh_port} is not a port number (1-65535)"
-                ))
-            })?;
+        let ssh_port = req.flags.int("fault-ssh-port")?.unwrap_or(0);
+        let ssh_port = u16::try_from(ssh_port).ok().ok_or_else(|| {
+            Error::invalid_argument(format!(
+                "--fault-ssh-port {ssh_port} is not a port number (0-65535)"
+            ))
+        })?;
         if read_state(&req.machine.dir)?.is_some() {
             return Err(Error::already_exists(format!(
                 "fault host `{}` already exists",
@@ -236,9 +237,11 @@ impl Driver for FaultDriver {
         self.inject("GetConnection", Some(m)).await?;
         existing(m)?;
         let cfg: FaultConfig = m.config()?;
+        // Without a port the host has no SSH, so nothing is provisioned.
+        let ssh_host = if cfg.ssh_port == 0 { "" } else { "127.0.0.1" };
         Ok(Connection {
             ip: "127.0.0.1".into(),
-            ssh_host: "127.0.0.1".into(),
+            ssh_host: ssh_host.into(),
             ssh_port: cfg.ssh_port,
             ssh_user: "root".into(),
             ssh_key_path: None,
