@@ -39,12 +39,13 @@ cargo fmt --all --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+log "doc tests"
+cargo test --workspace --doc --locked
+
+# Last, so the runner's summary closes the output.
 log "build and run the tests"
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else
   cargo test --workspace --locked --no-fail-fast
 fi
-
-log "doc tests"
-cargo test --workspace --doc --locked

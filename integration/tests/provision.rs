@@ -394,3 +394,57 @@ fn a_changed_address_is_named_and_regenerate_certs_repairs_it() {
     t.docker("moved", "version").ok();
     t.run(&["rm", "-y", "moved"]).ok();
 }
+
+#[test]
+fn upgrade_uses_the_package_that_installed_docker() {
+    let t = TestContext::new();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = test_key_pair(keys.path());
+    let host = TestHost::start(Image::Docker, &public);
+    create_generic(
+        &t,
+        &host,
+        &key,
+        "up",
+        "tester",
+        &["--engine-install-method", "none"],
+    )
+    .ok();
+    let run = t.run(&["upgrade", "up"]);
+    run.ok();
+    assert!(
+        run.stderr.contains("Upgrading the docker.io package"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("Before: Docker version"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("After:  Docker version"),
+        "{}",
+        run.stderr
+    );
+    // The daemon keeps its machine configuration across the upgrade.
+    let info = t.docker("up", "info --format '{{json .Labels}}'");
+    assert!(info.ok().contains("provider=generic"), "{}", info.stdout);
+
+    // A machine without SSH cannot be upgraded, and says why.
+    let none = t.run(&[
+        "create",
+        "-d",
+        "none",
+        "--url",
+        "tcp://127.0.0.1:1",
+        "plain",
+    ]);
+    none.ok();
+    let run = t.run(&["upgrade", "plain"]);
+    assert!(
+        run.fails_with(1).contains("has no SSH endpoint"),
+        "{}",
+        run.stderr
+    );
+}
