@@ -181,3 +181,66 @@ fn failures_leave_nothing_behind() {
     );
     assert!(!volumes.contains(&format!("machine-{name}-")), "{volumes}");
 }
+
+#[test]
+fn an_interrupted_create_is_shown_and_rm_removes_its_container() {
+    let t = TestContext::new();
+    let name = unique(&t, "cut");
+    let img = Image::Ssh.name();
+    // The SSH image has no Docker: provisioning installs the package, which
+    // leaves plenty of time to kill the CLI once the container exists.
+    let mut child = t
+        .command(&[
+            "create",
+            "-d",
+            "container",
+            "--container-image",
+            &img,
+            "--engine-install-method",
+            "package",
+            &name,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let store = t.store_path().to_string_lossy().into_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let ps = Command::new("docker")
+            .args([
+                "ps",
+                "--filter",
+                &format!("label=io.machine.store={store}"),
+                "--format",
+                "{{.Names}}",
+            ])
+            .output()
+            .unwrap();
+        if !ps.stdout.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no container appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().unwrap(); // SIGKILL, mid-create
+    child.wait().unwrap();
+    t.assert_no_driver_left(std::time::Duration::from_secs(5));
+
+    let ls = t.run(&["ls", "--format", "{{.Name}}|{{.State}}|{{.Error}}"]);
+    let line = ls.ok().trim().to_owned();
+    assert_eq!(
+        line,
+        format!("{name}|Error|create was interrupted; `machine rm -f {name}` cleans up")
+    );
+    t.run(&["rm", "-y", "-f", &name]).ok();
+    let (containers, volumes) = leftovers();
+    assert!(
+        !containers.contains(&format!("machine-{name}-")),
+        "{containers}"
+    );
+    assert!(!volumes.contains(&format!("machine-{name}-")), "{volumes}");
+}

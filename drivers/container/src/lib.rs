@@ -396,10 +396,21 @@ impl Driver for ContainerDriver {
     }
 
     async fn remove(&self, m: &Machine) -> Result<()> {
-        if m.config_json.is_empty() {
-            return Ok(());
-        }
-        let cfg: ContainerConfig = m.config()?;
+        let cfg: ContainerConfig = if m.config_json.is_empty() {
+            // A create that was interrupted before it returned a config may
+            // still have made the container: its names follow from the
+            // machine, so remove those.
+            let container = container_name(&m.name, &m.dir);
+            ContainerConfig {
+                docker_host: default_docker_host(),
+                volume: format!("{container}-docker"),
+                container,
+                ssh_port: 0,
+                engine_port: 0,
+            }
+        } else {
+            m.config()?
+        };
         let docker = connect(&cfg.docker_host)?;
         remove_all(&docker, &cfg).await
     }
