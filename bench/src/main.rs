@@ -8,9 +8,12 @@
 //!   GetInfo/GetState calls, sequential and concurrent.
 //! - `cli`: the `machine` binary's wall time per command (`ls`, `inspect`,
 //!   `env`, …) over stores of many machines, as a user runs it.
+//! - `provision`: provisioning Docker over SSH on a real host, `env`/`ls`
+//!   on it, and the container driver's create, one and several at once.
 
 mod cli_surface;
 mod driver_spawn;
+mod provision;
 mod stats;
 
 use std::process::ExitCode;
@@ -20,7 +23,8 @@ usage: machine-bench SUBCOMMAND [OPTIONS]
 
 subcommands:
   driver-spawn   driver start-up time and per-call cost (see --help)
-  cli            the machine binary's wall time per command (see --help)";
+  cli            the machine binary's wall time per command (see --help)
+  provision      provisioning, env/ls and the container driver on real hosts";
 
 /// The host this runs on, for the report: CPUs, kernel and load.
 fn host_line() -> String {
@@ -110,6 +114,30 @@ fn main() -> ExitCode {
             println!("machine: {}", opts.machine.display());
             println!("host:    {}", host_line());
             match cli_surface::run(&opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("machine-bench: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        "provision" => {
+            let rest = &args[2..];
+            if rest.iter().any(|a| a == "-h" || a == "--help") {
+                println!("{}", provision::Options::USAGE);
+                return ExitCode::SUCCESS;
+            }
+            let opts = match provision::Options::parse(rest) {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("machine-bench: {e}\n\n{}", provision::Options::USAGE);
+                    return ExitCode::from(2);
+                }
+            };
+            println!("command: {}", args.join(" "));
+            println!("machine: {}", opts.machine.display());
+            println!("host:    {}", host_line());
+            match provision::run(&opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("machine-bench: {e}");

@@ -263,10 +263,13 @@ impl RunningDriver {
         }
     }
 
+    /// Called when the CLI is done with every call: the driver is told to
+    /// exit and not waited for (it exits on its own, and on Linux the
+    /// parent-death signal ends it with the CLI at the latest).
     async fn shutdown(&self, grace: Duration) {
         let plugin = self.plugin.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(plugin) = plugin {
-            plugin.shutdown(grace).await;
+            plugin.release(grace).await;
         }
     }
 }
@@ -287,7 +290,8 @@ type Slot = Arc<OnceCell<Result<Arc<RunningDriver>, Arc<HostError>>>>;
 #[derive(Debug)]
 pub struct DriverHost {
     search: DriverSearch,
-    socket_dir: tempfile::TempDir,
+    /// Made when the first driver starts: most runs of `ls -q` need none.
+    socket_dir: std::sync::OnceLock<tempfile::TempDir>,
     slots: Mutex<HashMap<String, Slot>>,
     debug: bool,
 }
@@ -321,7 +325,7 @@ impl DriverHost {
     pub fn new(search: DriverSearch, debug: bool) -> Result<Self, HostError> {
         Ok(Self {
             search,
-            socket_dir: make_socket_dir()?,
+            socket_dir: std::sync::OnceLock::new(),
             slots: Mutex::new(HashMap::new()),
             debug,
         })
@@ -354,7 +358,16 @@ impl DriverHost {
         let start_timeout = env_secs(ENV_START_TIMEOUT, 10);
         let deadline = tokio::time::Instant::now() + start_timeout;
         let remaining = || deadline.saturating_duration_since(tokio::time::Instant::now());
-        let mut opts = LaunchOptions::new(name.clone(), path.clone(), self.socket_dir.path());
+        let socket_dir = match self.socket_dir.get() {
+            Some(d) => d,
+            None => {
+                let made = make_socket_dir()?;
+                // A concurrent launch may have made one first; keep theirs.
+                let _ = self.socket_dir.set(made);
+                self.socket_dir.get().expect("set above")
+            }
+        };
+        let mut opts = LaunchOptions::new(name.clone(), path.clone(), socket_dir.path());
         opts.start_timeout = start_timeout;
         if std::env::var(ENV_TRANSPORT).as_deref() == Ok("tcp") {
             opts.transport = Transport::Tcp;

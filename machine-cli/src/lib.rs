@@ -54,8 +54,12 @@ pub fn main() -> ExitCode {
     let pre = cli::prescan(&args);
     let debug = pre.debug || std::env::var_os("MACHINE_DEBUG").is_some_and(|v| !v.is_empty());
     init_tracing(debug);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the CLI's work is waiting on drivers, sockets and SSH, and
+    // a single thread spares every call the hand-offs between threads (a
+    // driver call takes about half as long). Drivers are spawned from this
+    // thread, which lives as long as the process, as their parent-death
+    // signal requires.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -72,6 +76,8 @@ pub fn main() -> ExitCode {
         ctx.host.shutdown().await;
         result
     });
+    // Worker threads have nothing left to do; do not wait for them.
+    runtime.shutdown_background();
     match result {
         Ok(code) => code,
         Err(e) => {

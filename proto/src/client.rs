@@ -750,6 +750,31 @@ impl Plugin {
         wait_exit(&mut self.exit, Duration::from_secs(5)).await
     }
 
+    /// Lets the driver go without waiting for it to exit: the controller's
+    /// Shutdown call, then stdin closed. Use it when the host is about to
+    /// exit itself and nothing is in flight; a driver that does not
+    /// acknowledge is ended as by [`Plugin::shutdown`]. (On Linux the
+    /// parent-death signal ends an acknowledged driver at the latest when
+    /// the host exits.)
+    pub async fn release(mut self, grace: Duration) {
+        if self.exit_status().is_some() {
+            self.ended = true;
+            return;
+        }
+        let mut req = tonic::Request::new(crate::plugin::Empty {});
+        req.set_timeout(grace);
+        let acked = matches!(
+            tokio::time::timeout(grace, self.controller().shutdown(req)).await,
+            Ok(Ok(_))
+        );
+        if acked {
+            self.ended = true;
+            self.stdin.take();
+            return;
+        }
+        self.shutdown(grace).await;
+    }
+
     /// Kills the driver's process group at once.
     pub async fn kill(mut self) -> Option<ExitStatus> {
         self.ended = true;
