@@ -263,8 +263,46 @@ fn alive(pid: u32) -> bool {
     }
 }
 
+/// Removes the containers (and their volumes) that the container driver made
+/// for machines of the store at `store`, when a test failed before `rm`.
+fn remove_store_containers(store: &Path) {
+    let label = format!("label=io.machine.store={}", store.display());
+    let Ok(out) = Command::new("docker")
+        .args(["ps", "-a", "-q", "--filter", &label])
+        .stderr(Stdio::null())
+        .output()
+    else {
+        return;
+    };
+    for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        let volumes = Command::new("docker")
+            .args([
+                "inspect",
+                "--format",
+                "{{range .Mounts}}{{if .Name}}{{.Name}} {{end}}{{end}}",
+                id,
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let _ = Command::new("docker")
+            .args(["rm", "-f", "-v", id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        for v in volumes.split_whitespace() {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", "-f", v])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
 impl Drop for TestContext {
     fn drop(&mut self) {
+        remove_store_containers(self.store.path());
         // A failed test must not leave its drivers running for the next.
         for pid in self.driver_pids() {
             // SAFETY: signalling a pid this test started.
