@@ -11,7 +11,10 @@
 //!    Docker's TLS API.
 //! 2. **`machine env NAME` and `machine ls`** on that provisioned machine,
 //!    `--env-runs` times each after 2 discarded warm-up runs (`ls` asks the
-//!    daemon for its version over TLS).
+//!    daemon for its version over TLS), alternating with `machine --version`
+//!    as the floor (a process that starts no driver) and, when
+//!    `machine-driver-none` was built, `machine env` of a `none`-driver
+//!    machine in a store of its own (a driver that asks no provider).
 //! 3. **The container driver**: `machine create -d container
 //!    --container-image IMAGE NAME` end to end, `--creates` times, each
 //!    followed by a timed `machine rm -y NAME`; then `--at-once` creates
@@ -52,6 +55,10 @@ const WARMUP_RUNS: usize = 2;
 const COMMAND_LIMIT: Duration = Duration::from_secs(600);
 /// The label the container driver puts on its containers, with the store.
 const STORE_LABEL: &str = "io.machine.store";
+
+/// `MACHINE_LOG` for the `--debug-log` runs: the CLI's and drivers' debug
+/// lines without the HTTP/2 and gRPC transport's frame-by-frame chatter.
+const DEBUG_LOG: &str = "debug,h2=info,hyper=info,hyper_util=info,tower=info,tonic=info";
 
 /// Targets from the issues.
 const PROVISION_TARGET: Duration = Duration::from_secs(2);
@@ -96,7 +103,8 @@ usage: machine-bench provision [--machine PATH] [--runs N] [--env-runs N]
   --skip-generic    leave out the generic-driver part (1 and 2)
   --skip-container  leave out the container-driver part (3)
   --debug-log       also run one provision and one container create with
-                    MACHINE_LOG=debug (untimed) and print their stderr with
+                    MACHINE_LOG=debug (untimed; without
+                    the HTTP/2 transport's lines) and print their stderr with
                     the time each line appeared
 
 Needs root, a running dockerd and the test host images
@@ -412,7 +420,12 @@ fn breakdown(table: &mut Table, title: &str, runs: &[&Run]) {
                 r.stderr[i].0.saturating_sub(prev)
             })
             .collect();
-        let mut label: String = strip_took(line).chars().take(64).collect();
+        let stripped = strip_took(line);
+        let mut label: String = stripped.chars().take(60).collect();
+        if stripped.len() < line.trim_end().len() {
+            // The line that ends a step: the gap is the step's own time.
+            label.push_str(" ✓");
+        }
         if i == 0 {
             label = format!("spawn → {label}");
         }
@@ -457,6 +470,10 @@ struct GenericFigures {
     provision: Vec<Duration>,
     env: Vec<Duration>,
     ls: Vec<Duration>,
+    /// `machine --version`: the process's own start and exit, no driver.
+    version: Vec<Duration>,
+    /// `machine env` of a `none`-driver machine, for comparison.
+    env_none: Vec<Duration>,
     rm: Vec<Duration>,
 }
 
@@ -530,10 +547,34 @@ fn generic_part(
     }
     println!(" s");
 
+    // For comparison, `env` of a machine of the `none` driver (no provider
+    // to ask), in a store of its own so that `ls` above still sees one
+    // machine; only when that driver was built.
+    let none_bin = m.bin.with_file_name("machine-driver-none");
+    let none_store = tempfile::Builder::new()
+        .prefix("machine-bench-none-")
+        .tempdir()?;
+    let none = Machine {
+        bin: m.bin.clone(),
+        store: none_store.path().to_owned(),
+    };
+    let none_url = format!("tcp://127.0.0.1:{docker_port}");
+    let with_none = none_bin.is_file();
+    if !with_none {
+        println!(
+            "({} is not built: no `env` row for a `none` machine)",
+            none_bin.display()
+        );
+    }
+    if with_none {
+        none.run(&["create", "-d", "none", "--url", &none_url, "bn"], &[])?
+            .ok("machine create -d none")?;
+    }
+
     let env_args = ["env", name];
     let ls_args = ["ls"];
     for i in 0..WARMUP_RUNS + opts.env_runs {
-        // Alternate, so drift hits both alike.
+        // Alternate, so drift hits all of them alike.
         let env = m.run(&env_args, &[])?.ok("machine env")?;
         if !env.stdout.contains("DOCKER_HOST=") || !env.stdout.contains(&docker_port) {
             return Err(format!("`machine env {name}` printed:\n{}", env.stdout).into());
@@ -547,14 +588,27 @@ fn generic_part(
             )
             .into());
         }
+        let version = m.run(&["--version"], &[])?.ok("machine --version")?;
+        let env_none = if with_none {
+            let run = none.run(&["env", "bn"], &[])?.ok("machine env bn")?;
+            if !run.stdout.contains(&none_url) {
+                return Err(format!("`machine env bn` printed:\n{}", run.stdout).into());
+            }
+            Some(run.took)
+        } else {
+            None
+        };
         if i >= WARMUP_RUNS {
             fig.env.push(env.took);
             fig.ls.push(ls.took);
+            fig.version.push(version.took);
+            fig.env_none.extend(env_none);
         }
     }
+    drop(none_store);
 
     let debug_run = if opts.debug_log {
-        Some(m.run(&["provision", name], &[("MACHINE_LOG", "debug")])?)
+        Some(m.run(&["provision", name], &[("MACHINE_LOG", DEBUG_LOG)])?)
     } else {
         None
     };
@@ -576,6 +630,16 @@ fn generic_part(
     table.row("provision (host has Docker)", Unit::Ms, &fig.provision);
     table.row("env NAME", Unit::Ms, &fig.env);
     table.row("ls (1 machine, version over TLS)", Unit::Ms, &fig.ls);
+    table.row(
+        "env NAME of a `none` machine (own store)",
+        Unit::Ms,
+        &fig.env_none,
+    );
+    table.row(
+        "--version (process start, no driver)",
+        Unit::Ms,
+        &fig.version,
+    );
     table.row("rm -y NAME", Unit::Ms, &fig.rm);
 
     breakdown(
@@ -605,7 +669,7 @@ fn generic_part(
     ));
     if let Some(run) = debug_run {
         samples.push_str(&format!(
-            "\nstderr of `MACHINE_LOG=debug machine provision {name}` (untimed in the table):\n{}",
+            "\nstderr of `MACHINE_LOG={DEBUG_LOG} machine provision {name}` (untimed in the table):\n{}",
             run.timestamped()
         ));
     }
@@ -729,7 +793,7 @@ fn container_part(
                 &image,
                 name,
             ],
-            &[("MACHINE_LOG", "debug")],
+            &[("MACHINE_LOG", DEBUG_LOG)],
         )?;
         m.run(&["rm", "-y", "-f", name], &[])?.ok("machine rm -y")?;
         cleanup.removed(name);
@@ -795,7 +859,7 @@ fn container_part(
     }
     if let Some(run) = debug_run {
         samples.push_str(&format!(
-            "\nstderr of `MACHINE_LOG=debug machine create -d container` (untimed in the table):\n{}",
+            "\nstderr of `MACHINE_LOG={DEBUG_LOG} machine create -d container` (untimed in the table):\n{}",
             run.timestamped()
         ));
     }

@@ -332,14 +332,23 @@ async fn configure_docker(
     };
     let args = engine::dockerd_args(engine, port, driver, unix);
     let dropin = engine::systemd_dropin(dockerd, &args, &engine.env);
-    session
-        .sudo(&format!("mkdir -p {}", engine::DROPIN_DIR))
+    // Reload only when the drop-in changes, and enable only when needed:
+    // `systemctl enable` runs Debian's SysV compatibility scripts and costs
+    // a quarter second even when nothing changes.
+    let current = session
+        .sudo(&format!("cat {} 2>/dev/null || true", engine::DROPIN))
         .await?;
+    if current.trim_end() != dropin.trim_end() {
+        session
+            .sudo(&format!("mkdir -p {}", engine::DROPIN_DIR))
+            .await?;
+        session
+            .upload(engine::DROPIN, dropin.as_bytes(), 0o644)
+            .await?;
+        session.sudo("systemctl daemon-reload").await?;
+    }
     session
-        .upload(engine::DROPIN, dropin.as_bytes(), 0o644)
-        .await?;
-    session
-        .sudo("systemctl daemon-reload && systemctl enable docker.service >/dev/null 2>&1; systemctl restart docker.service")
+        .sudo("systemctl is-enabled --quiet docker.service || systemctl enable docker.service >/dev/null 2>&1; systemctl restart docker.service")
         .await
         .context("restarting Docker with the new configuration failed")?;
     Ok(())

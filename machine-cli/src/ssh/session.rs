@@ -142,7 +142,13 @@ impl Session {
                 target.machine
             );
             on_wait(attempt, elapsed);
-            let pause = backoff(attempt).min(total - elapsed);
+            // Refused or reset at once: sshd is not up yet (a published
+            // container port accepts and then resets until it is). Ask
+            // again soon; a boot finishing is worth catching within
+            // a quarter second. Slow failures keep the longer backoff.
+            let quick = matches!(error, SshError::Connect { .. } | SshError::Handshake { .. });
+            let pause = if quick { QUICK_RETRY } else { backoff(attempt) };
+            let pause = pause.min(total - elapsed);
             tokio::time::sleep(pause).await;
         }
     }
@@ -341,6 +347,9 @@ impl Session {
         }
     }
 }
+
+/// The pause after a connection that was refused or reset at once.
+const QUICK_RETRY: Duration = Duration::from_millis(250);
 
 /// Pauses between connection attempts: quick at first (the host may be
 /// seconds from ready), then every few seconds.
