@@ -211,6 +211,13 @@ fn generic_on_a_host_with_docker_as_a_sudo_user() {
     assert_ne!(before, after, "a new server certificate");
     t.docker("ready", "version").ok();
 
+    // Provisioning again and again within a minute restarts Docker more
+    // often than docker.service's start limit (3 a minute) allows.
+    for _ in 0..3 {
+        t.run(&["provision", "ready"]).ok();
+    }
+    t.docker("ready", "version").ok();
+
     // A changed host key is refused, with what to do.
     host.rotate_host_keys();
     let run = t.run(&["ssh", "ready", "true"]);

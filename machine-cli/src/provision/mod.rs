@@ -37,6 +37,12 @@ use os::{Family, OsRelease};
 pub const SSH_WAIT: Duration = Duration::from_secs(300);
 /// How long Docker may take to answer after a restart.
 pub const DOCKER_WAIT: Duration = Duration::from_secs(120);
+/// Restarts Docker under systemd. docker.service allows three starts a
+/// minute; provisioning, `regenerate-certs` and `upgrade` run back to back
+/// must not trip that limit, so its counter is reset first.
+const SYSTEMD_RESTART: &str =
+    "systemctl reset-failed docker.service 2>/dev/null; systemctl restart docker.service";
+
 /// The organisation written into certificates.
 pub const CERT_ORG: &str = "machine";
 
@@ -348,7 +354,9 @@ async fn configure_docker(
         session.sudo("systemctl daemon-reload").await?;
     }
     session
-        .sudo("systemctl is-enabled --quiet docker.service || systemctl enable docker.service >/dev/null 2>&1; systemctl restart docker.service")
+        .sudo(&format!(
+            "systemctl is-enabled --quiet docker.service || systemctl enable docker.service >/dev/null 2>&1; {SYSTEMD_RESTART}"
+        ))
         .await
         .context("restarting Docker with the new configuration failed")?;
     Ok(())
@@ -371,7 +379,7 @@ pub async fn regenerate_certs(
         let restart = if os.family().is_some_and(Family::openrc) {
             "rc-service docker restart"
         } else {
-            "systemctl restart docker.service"
+            SYSTEMD_RESTART
         };
         timed("Restarting Docker", async {
             session.sudo(restart).await?;
@@ -438,7 +446,7 @@ pub async fn upgrade(t: &Target, conn: &v1::GetConnectionResponse) -> anyhow::Re
         let restart = if family.openrc() {
             "rc-service docker restart"
         } else {
-            "systemctl restart docker.service"
+            SYSTEMD_RESTART
         };
         session.sudo(restart).await?;
         let v = docker_api::wait_ready(&conn.docker_url, &t.dir, DOCKER_WAIT).await?;
