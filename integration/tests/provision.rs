@@ -7,6 +7,14 @@ use std::process::{Command, Stdio};
 use machine_integration::hosts::{Image, SECOND_ADDRESS, TestHost, test_key_pair};
 use machine_integration::{Run, TestContext};
 
+/// A test host that trusts a fresh key pair; the key's directory lives as
+/// long as the returned guard.
+fn start_host(image: Image) -> (TestHost, std::path::PathBuf, tempfile::TempDir) {
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = test_key_pair(keys.path());
+    (TestHost::start(image, &public), key, keys)
+}
+
 /// Adopts `host` as machine `name` with the generic driver.
 fn create_generic(
     t: &TestContext,
@@ -41,9 +49,7 @@ fn create_generic(
 #[test]
 fn generic_installs_docker_from_the_package_and_applies_engine_options() {
     let t = TestContext::new();
-    let keys = tempfile::tempdir().unwrap();
-    let (key, public) = test_key_pair(keys.path());
-    let host = TestHost::start(Image::Ssh, &public);
+    let (host, key, _keys) = start_host(Image::Ssh);
     let run = create_generic(
         &t,
         &host,
@@ -146,9 +152,7 @@ fn generic_installs_docker_from_the_package_and_applies_engine_options() {
 #[test]
 fn generic_on_a_host_with_docker_as_a_sudo_user() {
     let t = TestContext::new();
-    let keys = tempfile::tempdir().unwrap();
-    let (key, public) = test_key_pair(keys.path());
-    let host = TestHost::start(Image::Docker, &public);
+    let (host, key, _keys) = start_host(Image::Docker);
     let run = create_generic(
         &t,
         &host,
@@ -318,9 +322,7 @@ fn scp_both_ways_between_machines_and_recursively() {
 #[test]
 fn a_failed_provisioning_is_kept_with_its_reason() {
     let t = TestContext::new();
-    let keys = tempfile::tempdir().unwrap();
-    let (key, public) = test_key_pair(keys.path());
-    let host = TestHost::start(Image::Ssh, &public);
+    let (host, key, _keys) = start_host(Image::Ssh);
     let run = create_generic(
         &t,
         &host,
@@ -347,9 +349,7 @@ fn a_failed_provisioning_is_kept_with_its_reason() {
 #[test]
 fn a_changed_address_is_named_and_regenerate_certs_repairs_it() {
     let t = TestContext::new();
-    let keys = tempfile::tempdir().unwrap();
-    let (key, public) = test_key_pair(keys.path());
-    let host = TestHost::start(Image::Docker, &public);
+    let (host, key, _keys) = start_host(Image::Docker);
     create_generic(
         &t,
         &host,
@@ -405,9 +405,7 @@ fn a_changed_address_is_named_and_regenerate_certs_repairs_it() {
 #[test]
 fn upgrade_uses_the_package_that_installed_docker() {
     let t = TestContext::new();
-    let keys = tempfile::tempdir().unwrap();
-    let (key, public) = test_key_pair(keys.path());
-    let host = TestHost::start(Image::Docker, &public);
+    let (host, key, _keys) = start_host(Image::Docker);
     create_generic(
         &t,
         &host,
