@@ -185,7 +185,11 @@ impl Kit {
     /// Runs every check and reports; never panics on a driver's fault.
     pub async fn run(&self) -> Report {
         let mut report = Report::default();
-        let scratch = match tempfile::Builder::new().prefix("mdc-").tempdir_in("/tmp") {
+        let scratch = match tempfile::Builder::new()
+            .prefix("mdc-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir_in("/tmp")
+        {
             Ok(d) => d,
             Err(e) => {
                 report.checks.push(Check {

@@ -264,9 +264,21 @@ fn kill_cli_and_check(fault: &str) {
         .unwrap();
     let pids = t.wait_for_driver(Duration::from_secs(10));
     assert_eq!(pids.len(), 1, "one driver process: {pids:?}");
+    // The driver's socket directory is private to this user.
+    let environ = std::fs::read(format!("/proc/{}/environ", pids[0])).unwrap();
+    let dir = environ
+        .split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(b"PLUGIN_UNIX_SOCKET_DIR="))
+        .map(|v| std::path::PathBuf::from(String::from_utf8_lossy(v).into_owned()))
+        .expect("the driver was given a socket directory");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{}", dir.display());
     child.kill().unwrap(); // SIGKILL: the CLI gets no chance to clean up.
     child.wait().unwrap();
     t.assert_no_driver_left(LEFT);
+    // What the killed CLI could not remove.
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

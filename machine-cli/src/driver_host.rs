@@ -314,9 +314,11 @@ fn make_socket_dir() -> Result<tempfile::TempDir, HostError> {
     } else {
         base
     };
-    // tempfile makes directories with mode 0700.
+    use std::os::unix::fs::PermissionsExt;
+    // Other local users must not reach the drivers' sockets.
     tempfile::Builder::new()
         .prefix("machine-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir_in(base)
         .map_err(HostError::SocketDir)
 }
