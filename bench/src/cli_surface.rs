@@ -62,25 +62,8 @@ usage: machine-bench cli [--machine PATH] [--runs N] [--counts N,N,...]
         let mut machine = None;
         let mut runs = 30;
         let mut counts = vec![100, 1000];
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
-                _ => (arg.as_str(), None),
-            };
-            let mut value = || {
-                inline
-                    .clone()
-                    .or_else(|| it.next().cloned())
-                    .ok_or_else(|| format!("{flag} needs a value"))
-            };
-            let number = |v: &str| {
-                v.trim()
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| format!("{flag} wants positive numbers, not {v:?}"))
-            };
+        crate::args::each(args, |flag, value| {
+            let number = |v: &str| crate::args::positive(flag, v);
             match flag {
                 "--machine" => machine = Some(PathBuf::from(value()?)),
                 "--runs" => runs = number(&value()?)?,
@@ -92,7 +75,8 @@ usage: machine-bench cli [--machine PATH] [--runs N] [--counts N,N,...]
                 }
                 other => return Err(format!("unknown argument {other:?}")),
             }
-        }
+            Ok(())
+        })?;
         if counts
             .iter()
             .any(|&n| n > usize::from(u16::MAX - FIRST_PORT))

@@ -67,24 +67,8 @@ usage: machine-bench driver-spawn [--driver PATH] [--runs N] [--calls N]
         let mut calls = 1000;
         let mut concurrent = 100;
         let mut rounds = 10;
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
-                _ => (arg.as_str(), None),
-            };
-            let mut value = || {
-                inline
-                    .clone()
-                    .or_else(|| it.next().cloned())
-                    .ok_or_else(|| format!("{flag} needs a value"))
-            };
-            let number = |v: String| {
-                v.parse::<usize>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| format!("{flag} wants a positive number, not {v:?}"))
-            };
+        crate::args::each(args, |flag, value| {
+            let number = |v: String| crate::args::positive(flag, &v);
             match flag {
                 "--driver" => driver = Some(PathBuf::from(value()?)),
                 "--runs" => runs = number(value()?)?,
@@ -93,7 +77,8 @@ usage: machine-bench driver-spawn [--driver PATH] [--runs N] [--calls N]
                 "--rounds" => rounds = number(value()?)?,
                 other => return Err(format!("unknown argument {other:?}")),
             }
-        }
+            Ok(())
+        })?;
         let driver = match driver {
             Some(d) => d,
             None => default_driver()?,

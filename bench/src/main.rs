@@ -11,6 +11,7 @@
 //! - `provision`: provisioning Docker over SSH on a real host, `env`/`ls`
 //!   on it, and the container driver's create, one and several at once.
 
+mod args;
 mod cli_surface;
 mod driver_spawn;
 mod provision;

@@ -124,25 +124,8 @@ Needs root, a running dockerd and the test host images
             container: true,
             debug_log: false,
         };
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
-                _ => (arg.as_str(), None),
-            };
-            let mut value = || {
-                inline
-                    .clone()
-                    .or_else(|| it.next().cloned())
-                    .ok_or_else(|| format!("{flag} needs a value"))
-            };
-            let number = |v: String| {
-                v.trim()
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| format!("{flag} wants a positive number, not {v:?}"))
-            };
+        crate::args::each(args, |flag, value| {
+            let number = |v: String| crate::args::positive(flag, &v);
             match flag {
                 "--machine" => machine = Some(PathBuf::from(value()?)),
                 "--runs" => opts.runs = number(value()?)?,
@@ -155,7 +138,8 @@ Needs root, a running dockerd and the test host images
                 "--debug-log" => opts.debug_log = true,
                 other => return Err(format!("unknown argument {other:?}")),
             }
-        }
+            Ok(())
+        })?;
         opts.machine = match machine {
             Some(m) => m,
             None => {
