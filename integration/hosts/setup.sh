@@ -5,7 +5,17 @@
 # that run systemd and sshd as container "hosts":
 #
 #   machine-test/debian-ssh:<key>     Debian bookworm, sshd, user `tester`
-#   machine-test/debian-docker:<key>  the same plus Debian's docker.io
+#   machine-test/debian-docker:<key>  the same plus Debian's docker.io,
+#                                     installed but not started at boot
+#
+# and, for the qemu driver's tests, a virtual machine image built from the
+# Docker image's root filesystem plus a kernel and cloud-init:
+#
+#   $MACHINE_TEST_CACHE/vm-<key>/{vmlinuz,initrd.img,disk.qcow2}
+#
+# It has no boot loader: the tests boot it directly (-kernel/-initrd), with
+# a NoCloud seed from the driver giving it its user, key and hostname.
+# MACHINE_TEST_VM=0 skips it.
 #
 # No image registry is reachable here, so the images are made from a
 # debootstrap root filesystem and `docker import`ed. Each root filesystem is
@@ -27,12 +37,15 @@ SUITE=bookworm
 MIRROR=http://deb.debian.org/debian
 
 # Packages of this machine that the harness needs.
-HOST_PACKAGES=(docker.io debootstrap openssh-client ca-certificates procps iproute2 util-linux tar coreutils)
+HOST_PACKAGES=(docker.io debootstrap openssh-client ca-certificates procps iproute2 util-linux tar coreutils e2fsprogs)
 
 # Packages of the SSH image, on top of debootstrap's minbase variant.
 SSH_IMAGE_PACKAGES=openssh-server,openssh-sftp-server,systemd-sysv,dbus,iproute2,sudo,ca-certificates,curl,procps,netbase,less
 # Packages the Docker image adds.
 DOCKER_IMAGE_PACKAGES=(docker.io)
+# Packages the VM image adds to the Docker image's, and its disk size.
+VM_IMAGE_PACKAGES=(linux-image-amd64 cloud-init)
+VM_DISK_SIZE=4G
 
 # ---------------------------------------------------------------------------
 
@@ -69,6 +82,22 @@ install_host_packages() {
   fi
 }
 
+# QEMU for the qemu driver's tests. On this project's machines qemu-utils
+# may come from bookworm-backports while qemu-system-x86 is only in
+# bookworm, and the two must match (they share qemu-system-common's
+# parts): when the plain install fails, both come from bookworm.
+install_qemu() {
+  if command -v qemu-system-x86_64 >/dev/null && command -v qemu-img >/dev/null; then
+    return 0
+  fi
+  say "installing qemu-system-x86 and qemu-utils"
+  apt-get update -qq
+  local apt=(env DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 apt-get install -y -qq --no-install-recommends)
+  "${apt[@]}" qemu-system-x86 qemu-utils >/dev/null 2>&1 \
+    || "${apt[@]}" --allow-downgrades qemu-system-x86 "qemu-utils/$SUITE" >/dev/null
+  command -v qemu-system-x86_64 >/dev/null && command -v qemu-img >/dev/null
+}
+
 # --- Docker daemon ----------------------------------------------------------
 
 start_dockerd() {
@@ -80,7 +109,9 @@ start_dockerd() {
   [ -n "$dockerd" ] || die "no dockerd after installing docker.io"
   say "starting dockerd (log: $DOCKERD_LOG)"
   # Detached from this script's session so it outlives it.
-  setsid "$dockerd" >>"$DOCKERD_LOG" 2>&1 </dev/null &
+  # Without fd 9: the daemon would hold setup's lock for its whole life,
+  # and every later run of this script would wait on it forever.
+  setsid "$dockerd" >>"$DOCKERD_LOG" 2>&1 </dev/null 9>&- &
   local i
   for ((i = 0; i < 60; i++)); do
     if docker info >/dev/null 2>&1; then
@@ -228,7 +259,54 @@ recipe_docker() {
   unmount_all
   rm -f "$dir/usr/sbin/policy-rc.d"
   : >"$dir/etc/resolv.conf"
+  # dockerd does not start at boot: provisioning writes its TLS config and
+  # then enables and starts it, so it starts once, with that config,
+  # instead of starting with the defaults and being restarted a second
+  # later. That is a CPU-second saved per host, which five hosts booting at
+  # once on two cores feel.
+  chroot "$dir" systemctl disable docker.service docker.socket >/dev/null 2>&1
   test -x "$dir/usr/sbin/dockerd"
+}
+
+# recipe_vm DIR: DIR holds the Docker image's root filesystem; make it a
+# VM's: a kernel and initrd (copied out next to DIR, for direct boot),
+# cloud-init reading only NoCloud, systemd-networkd doing DHCP on the
+# virtio NIC, and the units the container image masked unmasked.
+recipe_vm() {
+  local dir=$1
+  cp /etc/resolv.conf "$dir/etc/resolv.conf"
+  printf '#!/bin/sh\nexit 101\n' >"$dir/usr/sbin/policy-rc.d"
+  chmod 0755 "$dir/usr/sbin/policy-rc.d"
+  mount -t proc proc "$dir/proc"
+  mount --rbind /dev "$dir/dev"
+  mount --make-rslave "$dir/dev"
+  MOUNTED+=("$dir/dev" "$dir/proc")
+  chroot "$dir" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${VM_IMAGE_PACKAGES[@]}" >"$dir.apt.log" 2>&1 \
+    || { tail -n 30 "$dir.apt.log" >&2; return 1; }
+  rm -f "$dir.apt.log"
+  chroot "$dir" apt-get clean
+  unmount_all
+  rm -f "$dir/usr/sbin/policy-rc.d"
+  : >"$dir/etc/resolv.conf"
+
+  chroot "$dir" systemctl unmask \
+    systemd-remount-fs.service getty@tty1.service console-getty.service \
+    systemd-firstboot.service sys-kernel-config.mount sys-kernel-debug.mount \
+    sys-kernel-tracing.mount dev-hugepages.mount >/dev/null 2>&1
+  chroot "$dir" systemctl disable machine-test-etc-files.service >/dev/null 2>&1
+  printf '/dev/vda / ext4 rw,errors=remount-ro 0 1\n' >"$dir/etc/fstab"
+  printf '[Match]\nName=en* eth*\n[Network]\nDHCP=yes\n' >"$dir/etc/systemd/network/80-machine-test.network"
+  chroot "$dir" systemctl enable systemd-networkd.service >/dev/null 2>&1
+  printf 'datasource_list: [ NoCloud, None ]\nnetwork: {config: disabled}\n' \
+    >"$dir/etc/cloud/cloud.cfg.d/90-machine-test.cfg"
+  # The kernel and initrd, for -kernel/-initrd.
+  local kernel initrd
+  kernel=$(ls "$dir"/boot/vmlinuz-* | tail -n 1)
+  initrd=$(ls "$dir"/boot/initrd.img-* | tail -n 1)
+  cp "$kernel" "$dir.vmlinuz"
+  cp "$initrd" "$dir.initrd.img"
+  test -s "$dir.vmlinuz" && test -s "$dir.initrd.img"
 }
 
 # --- building ---------------------------------------------------------------
@@ -283,6 +361,8 @@ SSH_KEY=$( { declare -f recipe_ssh; echo "$SUITE $MIRROR $SSH_IMAGE_PACKAGES"; }
 DOCKER_KEY=$( { echo "$SSH_KEY"; declare -f recipe_docker; echo "${DOCKER_IMAGE_PACKAGES[*]}"; } | key_of)
 SSH_IMAGE=machine-test/debian-ssh:$SSH_KEY
 DOCKER_IMAGE=machine-test/debian-docker:$DOCKER_KEY
+VM_KEY=$( { echo "$DOCKER_KEY"; declare -f recipe_vm; echo "${VM_IMAGE_PACKAGES[*]} $VM_DISK_SIZE"; } | key_of)
+VM_DIR=$CACHE/vm-$VM_KEY
 SSH_TAR=$CACHE/debian-ssh-$SSH_KEY.tar
 DOCKER_TAR=$CACHE/debian-docker-$DOCKER_KEY.tar
 
@@ -311,6 +391,23 @@ build_docker_tar() {
   recipe_docker "$WORK/docker"
   pack "$WORK/docker" "$DOCKER_TAR"
 }
+build_vm() {
+  make_work
+  : "${WORK:?no build directory}"
+  rm -rf --one-file-system "$WORK/vm" "$VM_DIR.part"
+  unpack "$DOCKER_TAR" "$WORK/vm"
+  recipe_vm "$WORK/vm"
+  mkdir -p "$VM_DIR.part"
+  mv "$WORK/vm.vmlinuz" "$VM_DIR.part/vmlinuz"
+  mv "$WORK/vm.initrd.img" "$VM_DIR.part/initrd.img"
+  # An ext4 filesystem made from the directory: no loop device or mount.
+  truncate -s "$VM_DISK_SIZE" "$WORK/vm.raw"
+  mkfs.ext4 -q -L root -d "$WORK/vm" "$WORK/vm.raw"
+  rm -rf --one-file-system "$WORK/vm"
+  qemu-img convert -O qcow2 "$WORK/vm.raw" "$VM_DIR.part/disk.qcow2"
+  rm -f "$WORK/vm.raw"
+  mv "$VM_DIR.part" "$VM_DIR"
+}
 import() { # import TAR IMAGE
   docker import \
     --change 'CMD ["/sbin/init"]' \
@@ -329,6 +426,7 @@ main() {
   flock 9
 
   timed "host packages" install_host_packages
+  [ "${MACHINE_TEST_VM:-1}" = 0 ] || timed "qemu" install_qemu
   timed "docker daemon" start_dockerd
   timed "docker network" ensure_network
 
@@ -348,6 +446,12 @@ main() {
     timed "docker import (docker)" import "$DOCKER_TAR" "$DOCKER_IMAGE"
   fi
 
+  if [ "${MACHINE_TEST_VM:-1}" != 0 ] && [ ! -s "$VM_DIR/disk.qcow2" ]; then
+    command -v qemu-img >/dev/null || die "no qemu-img (package qemu-utils) to build the VM image"
+    say "building the VM image $VM_DIR (kernel, cloud-init, ext4 disk)"
+    timed "vm image" build_vm
+  fi
+
   if [ -n "$WORK" ]; then
     timed "remove build directory" remove_work
   fi
@@ -358,16 +462,23 @@ main() {
     [ -e "$f" ] || continue
     [ "$f" = "$SSH_TAR" ] || [ "$f" = "$DOCKER_TAR" ] || { say "removing stale $f"; rm -f "$f"; }
   done
+  for f in "$CACHE"/vm-*; do
+    [ -e "$f" ] || continue
+    [ "$f" = "$VM_DIR" ] || { say "removing stale $f"; rm -rf --one-file-system "$f"; }
+  done
   for image in $(docker images --filter label=machine-test.image=1 --format '{{.Repository}}:{{.Tag}}'); do
     [ "$image" = "$SSH_IMAGE" ] || [ "$image" = "$DOCKER_IMAGE" ] \
       || { say "removing stale image $image"; docker rmi "$image" >/dev/null 2>&1 || say "($image is still in use)"; }
   done
 
-  printf 'MACHINE_TEST_IMAGE_SSH=%s\nMACHINE_TEST_IMAGE_DOCKER=%s\n' "$SSH_IMAGE" "$DOCKER_IMAGE" >"$CACHE/images.env.part"
+  {
+    printf 'MACHINE_TEST_IMAGE_SSH=%s\nMACHINE_TEST_IMAGE_DOCKER=%s\n' "$SSH_IMAGE" "$DOCKER_IMAGE"
+    [ ! -s "$VM_DIR/disk.qcow2" ] || printf 'MACHINE_TEST_VM_DIR=%s\n' "$VM_DIR"
+  } >"$CACHE/images.env.part"
   mv "$CACHE/images.env.part" "$CACHE/images.env"
 
   say "$(printf '%-34s %s' total "$(elapsed "$total")")"
-  printf 'MACHINE_TEST_IMAGE_SSH=%s\nMACHINE_TEST_IMAGE_DOCKER=%s\n' "$SSH_IMAGE" "$DOCKER_IMAGE"
+  cat "$CACHE/images.env"
 }
 
 main "$@"

@@ -40,8 +40,8 @@ pub enum Image {
     /// (passwordless sudo); no Docker. Its apt lists are current, so
     /// `apt-get install docker.io` works inside.
     Ssh,
-    /// [`Image::Ssh`] plus Debian's `docker.io` (`/usr/sbin/dockerd`,
-    /// enabled, socket-activated).
+    /// [`Image::Ssh`] plus Debian's `docker.io` (`/usr/sbin/dockerd`),
+    /// disabled: provisioning enables and starts it.
     Docker,
 }
 
@@ -56,27 +56,66 @@ impl Image {
     /// The image's name, e.g. `machine-test/debian-ssh:<key>`. Panics with
     /// a hint to run the setup script when it is not known.
     pub fn name(self) -> String {
-        let var = self.var();
-        if let Some(v) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
-            return v;
-        }
-        let cache = std::env::var_os("MACHINE_TEST_CACHE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE));
-        let file = cache.join("images.env");
-        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
-            panic!(
-                "no test host images ({}: {e}): {SETUP_HINT}",
-                file.display()
-            )
-        });
-        text.lines()
-            .filter_map(|l| l.trim().split_once('='))
-            .find(|(k, _)| k.trim() == var)
-            .map(|(_, v)| v.trim().trim_matches('"').to_owned())
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| panic!("{} does not name {var}: {SETUP_HINT}", file.display()))
+        images_env(self.var())
     }
+}
+
+/// The locally built VM image for the qemu driver (setup.sh's
+/// `MACHINE_TEST_VM_DIR`): a qcow2 disk without a boot loader, and the
+/// kernel and initrd to boot it directly.
+#[derive(Debug, Clone)]
+pub struct VmImage {
+    pub disk: PathBuf,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+}
+
+impl VmImage {
+    /// Panics with a hint to run the setup script when there is none.
+    pub fn get() -> VmImage {
+        let dir = PathBuf::from(images_env("MACHINE_TEST_VM_DIR"));
+        VmImage {
+            disk: dir.join("disk.qcow2"),
+            kernel: dir.join("vmlinuz"),
+            initrd: dir.join("initrd.img"),
+        }
+    }
+
+    /// The qemu driver's flags that boot this image.
+    pub fn flags(&self) -> Vec<String> {
+        vec![
+            "--qemu-image".into(),
+            self.disk.display().to_string(),
+            "--qemu-kernel".into(),
+            self.kernel.display().to_string(),
+            "--qemu-initrd".into(),
+            self.initrd.display().to_string(),
+        ]
+    }
+}
+
+/// A setting of setup.sh's `images.env`, overridden by the variable of
+/// the same name.
+fn images_env(var: &str) -> String {
+    if let Some(v) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
+        return v;
+    }
+    let cache = std::env::var_os("MACHINE_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE));
+    let file = cache.join("images.env");
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+        panic!(
+            "no test host images ({}: {e}): {SETUP_HINT}",
+            file.display()
+        )
+    });
+    text.lines()
+        .filter_map(|l| l.trim().split_once('='))
+        .find(|(k, _)| k.trim() == var)
+        .map(|(_, v)| v.trim().trim_matches('"').to_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| panic!("{} does not name {var}: {SETUP_HINT}", file.display()))
 }
 
 /// A running container host. Dropping it removes the container and its

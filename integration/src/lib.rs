@@ -300,9 +300,41 @@ fn remove_store_containers(store: &Path) {
     }
 }
 
+/// The pids of the QEMU processes of machines in the store at `store`:
+/// every QEMU the qemu driver starts names its QMP socket, inside the
+/// machine's directory, on its command line.
+pub fn store_vm_pids(store: &Path) -> Vec<u32> {
+    let needle = format!("{}/machines/", store.display());
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(&needle) && cmdline.contains("qmp.sock") && alive(pid) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
 impl Drop for TestContext {
     fn drop(&mut self) {
         remove_store_containers(self.store.path());
+        // Nor its VMs.
+        for pid in store_vm_pids(self.store.path()) {
+            // SAFETY: signalling a QEMU of this test's store.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
         // A failed test must not leave its drivers running for the next.
         for pid in self.driver_pids() {
             // SAFETY: signalling a pid this test started.

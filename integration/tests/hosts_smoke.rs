@@ -98,6 +98,13 @@ fn docker_image_runs_debians_dockerd() {
     let version = host.exec_ok(&["dockerd", "--version"]);
     assert!(version.starts_with("Docker version "), "{version}");
 
+    // Installed, but left off until provisioning configures and starts it.
+    let enabled = host.exec(&["systemctl", "is-enabled", "docker.service"]);
+    assert_eq!(stdout(&enabled), "disabled");
+    let active = host.exec(&["systemctl", "is-active", "docker.service"]);
+    assert_eq!(stdout(&active), "inactive");
+    host.exec_ok(&["systemctl", "start", "docker.service"]);
+
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let out = host.exec(&["systemctl", "is-active", "docker"]);
