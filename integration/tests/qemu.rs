@@ -256,3 +256,40 @@ fn walk(dir: &Path) -> Vec<String> {
     }
     out
 }
+
+#[test]
+fn an_interrupted_create_is_shown_and_rm_removes_its_vm() {
+    let t = TestContext::new();
+    let vm = VmImage::get();
+    let mut args: Vec<String> = ["create", "-d", "qemu", "--qemu-accel", "tcg"]
+        .map(String::from)
+        .to_vec();
+    args.extend(vm.flags());
+    args.push("cut".into());
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = t
+        .command(&argv)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The VM boots for a minute under TCG: plenty of time to kill the CLI
+    // once QEMU runs.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while store_vm_pids(t.store_path()).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no QEMU appeared");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap(); // SIGKILL, mid-create
+    child.wait().unwrap();
+    t.assert_no_driver_left(Duration::from_secs(5));
+
+    let ls = t.run(&["ls", "--format", "{{.Name}}|{{.State}}|{{.Error}}"]);
+    assert_eq!(
+        ls.ok().trim(),
+        "cut|Error|create was interrupted; `machine rm -f cut` cleans up"
+    );
+    t.run(&["rm", "-y", "-f", "cut"]).ok();
+    assert!(store_vm_pids(t.store_path()).is_empty(), "the VM outlived rm");
+    assert!(driver_files(&t, "cut").is_empty());
+}
