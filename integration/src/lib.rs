@@ -8,6 +8,7 @@
 //! `cargo build --workspace --bins` must have run first; `.ci/run` does.
 
 pub mod hosts;
+pub mod release_server;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

@@ -290,6 +290,9 @@ fn an_interrupted_create_is_shown_and_rm_removes_its_vm() {
         "cut|Error|create was interrupted; `machine rm -f cut` cleans up"
     );
     t.run(&["rm", "-y", "-f", "cut"]).ok();
-    assert!(store_vm_pids(t.store_path()).is_empty(), "the VM outlived rm");
+    assert!(
+        store_vm_pids(t.store_path()).is_empty(),
+        "the VM outlived rm"
+    );
     assert!(driver_files(&t, "cut").is_empty());
 }

@@ -266,11 +266,80 @@ pub enum DriverCommand {
     },
     /// Show one driver's version, protocol, capabilities, path and flags.
     Info {
-        /// A driver name (`qemu`) or the path of a driver binary.
+        /// A driver name (`qemu`), the path of a driver binary, or the
+        /// source of an installed driver (`github.com/OWNER/REPO`).
         name: String,
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// Install a driver from a GitHub release, or a local binary (--path).
+    Install(DriverInstallArgs),
+    /// Remove an installed driver: its binary and its lock entry.
+    #[command(visible_alias = "rm")]
+    Remove {
+        /// Remove it even when machines use it.
+        #[arg(short, long)]
+        force: bool,
+        /// Driver name
+        name: String,
+    },
+    /// Install newer releases of installed drivers, within the version or
+    /// range each was installed with.
+    Upgrade {
+        /// Upgrade every installed driver.
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
+        /// A release without a valid signature is an error.
+        #[arg(long)]
+        require_signature: bool,
+        /// Driver names
+        #[arg(required_unless_present = "all")]
+        names: Vec<String>,
+    },
+}
+
+/// `driver install`'s arguments.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  machine driver install github.com/acme/machine-driver-foo
+  machine driver install github.com/acme/machine-driver-foo@^1.2
+  machine driver install 'github.com/acme/machine-driver-foo@>=1.2, <2'
+  machine driver install github.com/acme/machine-driver-foo@1.3.0-rc.1
+  machine driver install --path ./target/release/machine-driver-foo
+
+Releases must carry archives named machine-driver-NAME_VERSION_pPROTOCOL_OS_ARCH.tar.gz
+and a SHA256SUMS file; a minisign signature of it (SHA256SUMS.minisig) is checked when
+present. MACHINE_GITHUB_TOKEN raises GitHub's rate limit; MACHINE_GITHUB_API_URL points
+at another API (GitHub Enterprise).")]
+pub struct DriverInstallArgs {
+    /// github.com/OWNER/REPO, optionally @VERSION (1.2.3) or @RANGE (^1.2).
+    #[arg(
+        value_name = "SOURCE",
+        required_unless_present = "path",
+        conflicts_with = "path"
+    )]
+    pub source: Option<String>,
+    /// Install a local driver binary instead (for driver authors).
+    #[arg(long, value_name = "FILE")]
+    pub path: Option<PathBuf>,
+    /// The driver's name: with --path, the name to install the file under
+    /// (default: its file name without machine-driver-); from GitHub, which
+    /// driver when a release has archives for several.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Reinstall the same version, or replace a driver installed from
+    /// elsewhere.
+    #[arg(short, long)]
+    pub force: bool,
+    /// The author's minisign public key (the RW... line, or a minisign.pub
+    /// file); the release's SHA256SUMS must be signed with it.
+    #[arg(long, value_name = "KEY")]
+    pub public_key: Option<String>,
+    /// Refuse a release whose SHA256SUMS has no signature that can be
+    /// verified.
+    #[arg(long)]
+    pub require_signature: bool,
 }
 
 /// What the raw arguments say before clap parses them.

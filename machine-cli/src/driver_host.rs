@@ -69,6 +69,15 @@ pub enum HostError {
     },
     #[error("cannot make a private directory for driver sockets: {0}")]
     SocketDir(std::io::Error),
+    #[error(
+        "driver {source_} is not installed\n  hint: install it with `machine driver install {source_}`"
+    )]
+    NotInstalled { source_: String },
+    #[error("`{0}` is not a GitHub driver source: write it as github.com/OWNER/REPO")]
+    BadSource(String),
+    /// An installed driver whose binary no longer matches the lock file.
+    #[error(transparent)]
+    Installed(#[from] crate::install::lock::VerifyError),
 }
 
 /// A failed driver call, with what it was about.
@@ -86,13 +95,16 @@ pub struct CallError {
 #[derive(Debug, Clone)]
 pub struct DriverSearch {
     pub dirs: Vec<PathBuf>,
+    /// The installed-drivers directory, whose binaries are checked against
+    /// its lock file when loaded.
+    pub installed: PathBuf,
 }
 
 impl DriverSearch {
     /// The installed-drivers directory, the directory of the `machine`
     /// binary, then `PATH`.
     pub fn new(installed: PathBuf) -> Self {
-        let mut dirs = vec![installed];
+        let mut dirs = vec![installed.clone()];
         if let Ok(exe) = std::env::current_exe()
             && let Some(dir) = exe.parent()
         {
@@ -103,11 +115,33 @@ impl DriverSearch {
         }
         let mut seen = std::collections::HashSet::new();
         dirs.retain(|d| seen.insert(d.clone()));
-        Self { dirs }
+        Self { dirs, installed }
     }
 
-    /// Resolves a driver name (or a path to a driver binary) to its binary.
+    /// Resolves a driver name, a path to a driver binary, or the GitHub
+    /// source of an installed driver (`github.com/OWNER/REPO[@RANGE]`) to
+    /// its binary. A binary from the installed-drivers directory is checked
+    /// against the lock file first.
     pub fn find(&self, name: &str) -> Result<PathBuf, HostError> {
+        let path = self.find_unchecked(name)?;
+        if path.parent() == Some(self.installed.as_path()) {
+            crate::install::lock::verify_installed(&self.installed, &name_of_path(&path), &path)?;
+        }
+        Ok(path)
+    }
+
+    fn find_unchecked(&self, name: &str) -> Result<PathBuf, HostError> {
+        if crate::install::github::Source::is_github(name) {
+            let source = crate::install::github::Source::parse(name)
+                .map_err(|_| HostError::BadSource(name.to_owned()))?
+                .id();
+            return match crate::install::lock::find_by_source(&self.installed, &source)
+                .map_err(crate::install::lock::VerifyError::from)?
+            {
+                Some(n) => Ok(self.installed.join(format!("{BINARY_PREFIX}{n}"))),
+                None => Err(HostError::NotInstalled { source_: source }),
+            };
+        }
         if is_path(name) {
             let p = PathBuf::from(name);
             return if is_executable(&p) {
@@ -307,7 +341,7 @@ fn env_secs(var: &str, default: u64) -> Duration {
 
 /// A private (0700) directory with a short path, so socket paths stay under
 /// the 104/108-byte limit.
-fn make_socket_dir() -> Result<tempfile::TempDir, HostError> {
+pub(crate) fn make_socket_dir() -> Result<tempfile::TempDir, HostError> {
     let base = std::env::temp_dir();
     let base = if base.as_os_str().len() > 60 {
         PathBuf::from("/tmp")
@@ -459,7 +493,7 @@ impl DriverHost {
 
 /// Shows a driver's log lines on our stderr: warnings and errors always,
 /// the rest with `--debug`.
-fn log_sink(driver: String, debug: bool) -> LogSink {
+pub(crate) fn log_sink(driver: String, debug: bool) -> LogSink {
     Arc::new(move |line: &LogLine| {
         let level = line.level.unwrap_or(Level::Debug);
         if level < Level::Warn && !debug {

@@ -15,6 +15,7 @@ pub mod docker_api;
 pub mod driver_flags;
 pub mod driver_host;
 pub mod filter;
+pub mod install;
 pub mod machine;
 pub mod output;
 pub mod provision;
@@ -105,6 +106,11 @@ async fn run(
                     .filter(|d| !d.is_empty())
             })
             .unwrap_or_else(|| "virtualbox".to_owned());
+        // `-d github.com/OWNER/REPO` installs the driver first (not for
+        // `--help`, which must not change anything).
+        if !pre.help {
+            install::ensure_for_create(&ctx.store, &driver, ctx.debug).await?;
+        }
         match commands::create::driver_flags(ctx, &driver).await {
             Ok(flags) => {
                 command =

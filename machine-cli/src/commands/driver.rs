@@ -1,15 +1,73 @@
-//! `machine driver ...`: list and describe driver plugins.
+//! `machine driver ...`: list, describe, install, upgrade and remove
+//! driver plugins. Installing is in [`crate::install`]; this module turns
+//! the command line into calls to it and its results into output.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use machine_proto::v1;
 use serde::Serialize;
 
-use crate::cli::{DriverCommand, Format};
+use crate::cli::{DriverCommand, DriverInstallArgs, Format};
 use crate::context::Context;
 use crate::driver_host::RunningDriver;
-use crate::output;
+use crate::install::{self, Outcome, github::Source, lock};
+use crate::{output, ui};
+
+/// What the lock file says about an installed driver, for `ls` and `info`.
+#[derive(Debug, Clone, Serialize)]
+struct Installed {
+    source: String,
+    version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requested: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    asset: Option<String>,
+    sha256: String,
+    protocol: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_key: Option<String>,
+    installed_at: u64,
+}
+
+impl Installed {
+    fn of(e: &lock::Entry) -> Self {
+        Self {
+            source: e.source.clone(),
+            version: e.version.clone(),
+            requested: e.requested.clone(),
+            tag: e.tag.clone(),
+            asset: e.asset.clone(),
+            sha256: e.sha256.clone(),
+            protocol: e.protocol,
+            public_key: e.public_key.clone(),
+            installed_at: e.installed_at,
+        }
+    }
+
+    fn display(&self) -> String {
+        if self.source.starts_with(lock::PATH_SOURCE_PREFIX) {
+            self.source.clone()
+        } else {
+            format!("{}@{}", self.source, self.version)
+        }
+    }
+}
+
+/// The lock entry of the binary at `path`, if it is an installed one.
+fn installed_of(
+    ctx: &Context,
+    lock: &lock::LockFile,
+    name: &str,
+    path: &Path,
+) -> Option<Installed> {
+    if path.parent() != Some(ctx.store.drivers_dir().as_path()) {
+        return None;
+    }
+    lock.drivers.get(name).map(Installed::of)
+}
 
 #[derive(Debug, Serialize)]
 struct DriverRow {
@@ -25,6 +83,9 @@ struct DriverRow {
     description: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     capabilities: Option<Vec<String>>,
+    /// For drivers installed with `machine driver install`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    installed: Option<Installed>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -52,6 +113,7 @@ fn row_of(d: &RunningDriver) -> DriverRow {
         sdk: Some(format!("{} {}", d.info.sdk_name, d.info.sdk_version)),
         description: Some(d.info.description.clone()),
         capabilities: Some(capability_names(d)),
+        installed: None,
         error: None,
     }
 }
@@ -60,6 +122,102 @@ pub async fn run(cmd: DriverCommand, ctx: &Context) -> anyhow::Result<ExitCode> 
     match cmd {
         DriverCommand::Ls { quiet, format } => ls(ctx, quiet, format).await,
         DriverCommand::Info { name, format } => info(ctx, &name, format).await,
+        DriverCommand::Install(args) => install_cmd(ctx, args).await,
+        DriverCommand::Remove { force, name } => remove(ctx, &name, force),
+        DriverCommand::Upgrade {
+            all,
+            require_signature,
+            names,
+        } => upgrade(ctx, all, require_signature, names).await,
+    }
+}
+
+async fn install_cmd(ctx: &Context, args: DriverInstallArgs) -> anyhow::Result<ExitCode> {
+    let opts = install::Options {
+        force: args.force,
+        require_signature: args.require_signature,
+        public_key: args.public_key,
+        name: args.name,
+    };
+    let outcome = match (&args.path, &args.source) {
+        (Some(path), _) => install::install_path(&ctx.store, path, &opts, ctx.debug).await?,
+        (None, Some(source)) => {
+            let src = Source::parse(source)?;
+            install::install_github(&ctx.store, &src, &opts, ctx.debug).await?
+        }
+        (None, None) => anyhow::bail!("give a source (github.com/OWNER/REPO) or --path FILE"),
+    };
+    match outcome {
+        Outcome::Installed { name, .. } => {
+            // The drivers directory comes first in the search, so the new
+            // driver hides any other of the same name: say which.
+            let file = format!("{}{name}", crate::driver_host::BINARY_PREFIX);
+            let search = ctx.host.search();
+            if let Some(hidden) = search
+                .dirs
+                .iter()
+                .filter(|d| **d != search.installed)
+                .map(|d| d.join(&file))
+                .find(|p| p.is_file())
+            {
+                ui::info(&format!(
+                    "note: `-d {name}` now uses the installed driver, not {}",
+                    hidden.display()
+                ));
+            }
+        }
+        Outcome::AlreadyInstalled { name, entry } => ui::info(&format!(
+            "driver `{name}` {} from {} is already installed; --force installs it again",
+            entry.version, entry.source
+        )),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn remove(ctx: &Context, name: &str, force: bool) -> anyhow::Result<ExitCode> {
+    let entry = install::remove(&ctx.store, name, force, ctx.host.search())?;
+    let from = entry
+        .map(|e| format!(" (installed from {})", e.display_source()))
+        .unwrap_or_default();
+    ui::info(&format!("Removed driver `{name}`{from}"));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn upgrade(
+    ctx: &Context,
+    all: bool,
+    require_signature: bool,
+    names: Vec<String>,
+) -> anyhow::Result<ExitCode> {
+    let names = if all {
+        let lock = lock::load(&ctx.store.drivers_dir())?;
+        if lock.drivers.is_empty() {
+            ui::info("No drivers are installed with `machine driver install`.");
+        }
+        lock.drivers.into_keys().collect()
+    } else {
+        names
+    };
+    let opts = install::Options {
+        require_signature,
+        ..install::Options::default()
+    };
+    let total = names.len();
+    let mut failed = Vec::new();
+    for name in &names {
+        if let Err(e) = install::upgrade(&ctx.store, name, &opts, ctx.debug).await {
+            failed.push(anyhow::Error::from(e).context(format!("cannot upgrade driver `{name}`")));
+        }
+    }
+    match failed.len() {
+        0 => Ok(ExitCode::SUCCESS),
+        1 if total == 1 => Err(failed.into_iter().next().expect("one")),
+        n => {
+            for e in &failed {
+                ui::error(&format!("{e:#}"));
+            }
+            anyhow::bail!("{n} of {total} drivers could not be upgraded")
+        }
     }
 }
 
@@ -70,10 +228,18 @@ async fn ls(ctx: &Context, quiet: bool, format: Format) -> anyhow::Result<ExitCo
         output::print(&names)?;
         return Ok(ExitCode::SUCCESS);
     }
+    // A broken lock file shows as each installed driver's error.
+    let lock = lock::load(&ctx.store.drivers_dir()).unwrap_or_default();
+    let lock = &lock;
     let launches = found.iter().map(|(name, path)| async move {
+        let installed = installed_of(ctx, lock, name, path);
         match ctx.host.get(name).await {
-            Ok(d) => row_of(&d),
+            Ok(d) => DriverRow {
+                installed,
+                ..row_of(&d)
+            },
             Err(e) => DriverRow {
+                installed,
                 name: name.clone(),
                 path: path.clone(),
                 version: None,
@@ -100,6 +266,10 @@ async fn ls(ctx: &Context, quiet: bool, format: Format) -> anyhow::Result<ExitCo
                             .as_ref()
                             .map(|c| c.join(","))
                             .unwrap_or_default(),
+                        r.installed
+                            .as_ref()
+                            .map(Installed::display)
+                            .unwrap_or_default(),
                         r.path.display().to_string(),
                         r.error
                             .as_deref()
@@ -114,6 +284,7 @@ async fn ls(ctx: &Context, quiet: bool, format: Format) -> anyhow::Result<ExitCo
                     "VERSION",
                     "PROTOCOL",
                     "CAPABILITIES",
+                    "SOURCE",
                     "PATH",
                     "ERROR",
                 ],
@@ -172,7 +343,11 @@ async fn info(ctx: &Context, name: &str, format: Format) -> anyhow::Result<ExitC
             secret: f.secret,
         })
         .collect();
-    let row = row_of(&driver);
+    let lock = lock::load(&ctx.store.drivers_dir()).unwrap_or_default();
+    let row = DriverRow {
+        installed: installed_of(ctx, &lock, &driver.name, &driver.path),
+        ..row_of(&driver)
+    };
     match format {
         Format::Json => {
             #[derive(Serialize)]
@@ -202,6 +377,13 @@ async fn info(ctx: &Context, name: &str, format: Format) -> anyhow::Result<ExitC
                 &row.capabilities.as_deref().unwrap_or_default().join(", "),
             );
             text += &field("Path:", &row.path.display().to_string());
+            if let Some(i) = &row.installed {
+                text += &field("Source:", &i.display());
+                text += &field("SHA-256:", &i.sha256);
+                if let Some(k) = &i.public_key {
+                    text += &field("Signed by:", k);
+                }
+            }
             text += "Create flags:\n";
             if flags.is_empty() {
                 text += "  (none)\n";
