@@ -241,22 +241,6 @@ fn find_qemu(binary: &str) -> Result<(PathBuf, PathBuf)> {
     Ok((qemu, img))
 }
 
-/// The store-wide cache: `<store>/cache` when the machine lives in a
-/// store's `machines/` directory, else the user's cache.
-fn cache_dir(machine_dir: &Path) -> PathBuf {
-    if let Some(machines) = machine_dir.parent()
-        && machines.file_name().is_some_and(|n| n == "machines")
-        && let Some(store) = machines.parent()
-    {
-        return store.join("cache");
-    }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("machine")
-}
-
 fn instance_id(name: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -579,7 +563,7 @@ impl Driver for QemuDriver {
         }
         std::fs::create_dir_all(&req.machine.dir)
             .map_err(|e| Error::internal(format!("creating {}: {e}", req.machine.dir.display())))?;
-        let cache = cache_dir(&req.machine.dir);
+        let cache = machine_vm_support::store::cache_dir(&req.machine.dir);
 
         // The image first: nothing to undo if it cannot be had.
         let source = Source::parse(&opts.image);
