@@ -463,32 +463,8 @@ impl VirtualBoxDriver {
             Source::File(p) => Source::File(std::path::absolute(&p).unwrap_or(p)),
             url => url,
         };
-        if let Source::Url(url) = &source {
-            progress.step(format!("fetching {url}")).await;
-        }
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, Option<u64>)>(16);
-        let reporter = {
-            let progress = progress.clone();
-            tokio::spawn(async move {
-                let mut last = -1.0f64;
-                while let Some((done, total)) = rx.recv().await {
-                    if let Some(total) = total.filter(|t| *t > 0) {
-                        let f = done as f64 / total as f64;
-                        if f - last >= 0.01 || f >= 1.0 {
-                            last = f;
-                            progress.fraction("downloading the image", f).await;
-                        }
-                    }
-                }
-            })
-        };
-        let mut report = move |done: u64, total: Option<u64>| {
-            let _ = tx.try_send((done, total));
-        };
         let fetched =
-            image::fetch(&source, &opts.checksum, &cache.join("images"), &mut report).await;
-        drop(report);
-        let _ = reporter.await;
+            image::fetch_reporting(&source, &opts.checksum, &cache.join("images"), progress).await;
         fetched.map_err(|e| {
             Error::failed_precondition(format!("machine `{name}`: {e}")).with_hint(
                 "check --virtualbox-image-url and --virtualbox-image-checksum; a URL's image is verified against the SHA256SUMS/SHA512SUMS published beside it",

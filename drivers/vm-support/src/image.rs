@@ -130,6 +130,44 @@ pub async fn fetch(
     }
 }
 
+/// [`fetch`], telling the CLI what happens: which URL is fetched, and how
+/// far the download is, in steps of a percent.
+pub async fn fetch_reporting(
+    source: &Source,
+    checksum: &Checksum,
+    cache: &Path,
+    progress: &machine_driver_sdk::Progress,
+) -> Result<Image, ImageError> {
+    if let Source::Url(url) = source {
+        progress.step(format!("fetching {url}")).await;
+    }
+    // The download calls back synchronously; a task forwards to the
+    // (async) progress stream, dropping updates rather than stalling it.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, Option<u64>)>(16);
+    let reporter = {
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            let mut last = -1.0f64;
+            while let Some((done, total)) = rx.recv().await {
+                if let Some(total) = total.filter(|t| *t > 0) {
+                    let f = done as f64 / total as f64;
+                    if f - last >= 0.01 || f >= 1.0 {
+                        last = f;
+                        progress.fraction("downloading the image", f).await;
+                    }
+                }
+            }
+        })
+    };
+    let mut report = move |done: u64, total: Option<u64>| {
+        let _ = tx.try_send((done, total));
+    };
+    let fetched = fetch(source, checksum, cache, &mut report).await;
+    drop(report);
+    let _ = reporter.await;
+    fetched
+}
+
 async fn local(path: &Path, checksum: &Checksum) -> Result<Image, ImageError> {
     let file_err = |source| ImageError::File {
         path: path.to_owned(),
