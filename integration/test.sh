@@ -12,7 +12,8 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # tests run through a real interpreter (PowerShell is not in Debian, so its
 # test says SKIPPED), ps for reports of leftover processes, a real OpenSSH
 # server for the SSH client's tests, and openssl to read certificates.
-# Docker, debootstrap and the test-host images come from hosts/setup.sh.
+# Docker, debootstrap, QEMU and the test-host and VM images come from
+# hosts/setup.sh.
 PACKAGES=(ca-certificates procps zsh ksh fish tcsh emacs-nox openssh-server openssl)
 export MACHINE_TEST_REQUIRE_SHELLS=sh,bash,dash,zsh,ksh,fish,tcsh,csh,emacs
 missing=()
@@ -29,6 +30,10 @@ log "test hosts: Docker engine and images"
 as_root bash integration/hosts/setup.sh
 # Test hosts are removed by each test; this catches any a crash left.
 trap 'as_root bash integration/hosts/cleanup.sh >/dev/null 2>&1 || true' EXIT
+
+log "Python for the Python driver's tests (grpcio from PyPI, cached venv)"
+MACHINE_TEST_PYTHON=$(as_root bash integration/python-env.sh)
+export MACHINE_TEST_PYTHON
 
 export CARGO_TERM_COLOR=never
 export CARGO_INCREMENTAL=0
