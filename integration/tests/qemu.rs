@@ -211,9 +211,24 @@ fn failed_creates_leave_no_vm_and_no_disk() {
     let err = run.fails_with(1);
     assert!(err.contains("does not match its checksum"), "{err}");
     assert!(err.contains(&url), "{err}");
+    assert!(err.contains("tampered with on the way"), "{err}");
     assert!(driver_files(&t, "m4").is_empty());
     let cached = walk(&t.store_path().join("cache/images"));
     assert!(cached.is_empty(), "a bad download was kept: {cached:?}");
+
+    // An image server that cannot be reached: the hint says what to do
+    // offline.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/disk.qcow2", closed.local_addr().unwrap());
+    drop(closed);
+    let run = t.run(&["create", "-d", "qemu", "--qemu-image", &url, "m6"]);
+    let err = run.fails_with(1);
+    assert!(err.contains("cannot download http://127.0.0.1:"), "{err}");
+    assert!(
+        err.contains("give its path with --qemu-image"),
+        "no offline hint: {err}"
+    );
+    assert!(driver_files(&t, "m6").is_empty());
 
     // QEMU failing to start after the disk and seed were made: its message
     // reaches the user and the disk and seed are removed.

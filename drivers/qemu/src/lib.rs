@@ -570,9 +570,8 @@ impl Driver for QemuDriver {
         let fetched =
             image::fetch_reporting(&source, &opts.checksum, &cache.join("images"), &progress).await;
         let image = fetched.map_err(|e| {
-            Error::failed_precondition(format!("machine `{name}`: {e}")).with_hint(
-                "check --qemu-image and --qemu-image-checksum; a URL's image is verified against the checksum published beside it",
-            )
+            Error::failed_precondition(format!("machine `{name}`: {e}"))
+                .with_hint(e.hint("qemu-image", "qemu-image-checksum"))
         })?;
 
         let undo = Undo {

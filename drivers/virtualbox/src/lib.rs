@@ -466,9 +466,8 @@ impl VirtualBoxDriver {
         let fetched =
             image::fetch_reporting(&source, &opts.checksum, &cache.join("images"), progress).await;
         fetched.map_err(|e| {
-            Error::failed_precondition(format!("machine `{name}`: {e}")).with_hint(
-                "check --virtualbox-image-url and --virtualbox-image-checksum; a URL's image is verified against the SHA256SUMS/SHA512SUMS published beside it",
-            )
+            Error::failed_precondition(format!("machine `{name}`: {e}"))
+                .with_hint(e.hint("virtualbox-image-url", "virtualbox-image-checksum"))
         })
     }
 

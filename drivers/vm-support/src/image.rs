@@ -104,6 +104,30 @@ pub enum ImageError {
     },
 }
 
+impl ImageError {
+    /// What the user can do about it, naming the driver's flags for the
+    /// image (`image_flag`) and its checksum (`checksum_flag`).
+    pub fn hint(&self, image_flag: &str, checksum_flag: &str) -> String {
+        match self {
+            ImageError::Download { .. } => format!(
+                "check the network connection and proxy settings (HTTPS_PROXY); offline, download the image elsewhere and give its path with --{image_flag}"
+            ),
+            ImageError::NoChecksum { .. } | ImageError::NotInSums { .. } => format!(
+                "give the image's digest with --{checksum_flag} sha256:HEX (or a SUMS file URL), or --{checksum_flag} none to boot it unchecked"
+            ),
+            ImageError::Mismatch { .. } => format!(
+                "the image changed or was tampered with on the way; try again, and if it persists check --{image_flag} and --{checksum_flag}"
+            ),
+            ImageError::BadChecksumFlag(_) => format!("fix --{checksum_flag}"),
+            ImageError::File { .. } => format!("check the path given with --{image_flag}"),
+            ImageError::Cache { path, .. } => format!(
+                "check that {} is writable and its disk has room",
+                path.display()
+            ),
+        }
+    }
+}
+
 /// A fetched (or local) image, ready to boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
