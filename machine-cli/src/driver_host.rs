@@ -348,13 +348,68 @@ pub(crate) fn make_socket_dir() -> Result<tempfile::TempDir, HostError> {
     } else {
         base
     };
+    sweep_socket_dirs(&base);
     use std::os::unix::fs::PermissionsExt;
-    // Other local users must not reach the drivers' sockets.
+    // Other local users must not reach the drivers' sockets. The pid in the
+    // name lets a later run tidy up after one killed before it could.
     tempfile::Builder::new()
-        .prefix("machine-")
+        .prefix(&format!("{SOCKET_DIR_PREFIX}{}-", std::process::id()))
         .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir_in(base)
         .map_err(HostError::SocketDir)
+}
+
+const SOCKET_DIR_PREFIX: &str = "machine-";
+
+/// Removes the socket directories of `machine` processes that are gone (a
+/// CLI killed by SIGKILL cannot remove its own; its drivers die with it).
+/// Only this user's directories, named `machine-<pid>-…` with a dead pid
+/// and holding nothing but sockets, are touched.
+fn sweep_socket_dirs(base: &Path) {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SOCKET_DIR_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only asks whether the process exists.
+        let alive = pid > 0
+            && (unsafe { libc::kill(pid, 0) } == 0
+                || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM));
+        if alive {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !meta.is_dir() || meta.uid() != me {
+            continue;
+        }
+        let Ok(inside) = std::fs::read_dir(&path) else {
+            continue;
+        };
+        let inside: Vec<_> = inside.flatten().collect();
+        if inside
+            .iter()
+            .all(|f| f.file_type().is_ok_and(|t| t.is_socket()))
+        {
+            for f in &inside {
+                let _ = std::fs::remove_file(f.path());
+            }
+            let _ = std::fs::remove_dir(&path);
+        }
+    }
 }
 
 impl DriverHost {

@@ -222,7 +222,21 @@ fn which(program: &str) -> Option<PathBuf> {
         })
 }
 
+/// The VM's command line (q35, SeaBIOS, virtio) is an x86-64 one; other
+/// hosts need another machine type and UEFI firmware, not written yet.
+fn check_host_arch() -> Result<()> {
+    if std::env::consts::ARCH == "x86_64" {
+        return Ok(());
+    }
+    Err(Error::failed_precondition(format!(
+        "the qemu driver runs x86_64 VMs on x86_64 hosts only; this host is {}",
+        std::env::consts::ARCH
+    ))
+    .with_hint("use the container driver on this host, or a driver for your platform"))
+}
+
 fn find_qemu(binary: &str) -> Result<(PathBuf, PathBuf)> {
+    check_host_arch()?;
     let qemu = which(binary).ok_or_else(|| {
         Error::failed_precondition(format!("QEMU is not installed: no `{binary}` on PATH"))
             .with_hint(
