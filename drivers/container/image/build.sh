@@ -5,7 +5,8 @@
 # Usage (as root): bash drivers/container/image/build.sh
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
-bash integration/hosts/setup.sh
+# The container images only: the qemu tests' VM image is not needed here.
+MACHINE_TEST_VM=0 bash integration/hosts/setup.sh
 # shellcheck disable=SC1091
 . "${MACHINE_TEST_CACHE:-/var/cache/machine-test}/images.env"
 docker tag "$MACHINE_TEST_IMAGE_SSH" machine/debian-ssh:bookworm
