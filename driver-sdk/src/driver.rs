@@ -20,6 +20,16 @@ pub enum Capability {
     Kill,
 }
 
+impl Capability {
+    /// Every optional operation, for a driver that implements them all.
+    pub const ALL: [Capability; 4] = [
+        Capability::Start,
+        Capability::Stop,
+        Capability::Restart,
+        Capability::Kill,
+    ];
+}
+
 /// Who the driver is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DriverInfo {

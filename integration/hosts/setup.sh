@@ -241,9 +241,11 @@ EOF
   chroot "$dir" apt-get clean
 }
 
-# recipe_docker DIR: DIR holds the SSH image's root filesystem; add docker.io.
-recipe_docker() {
+# chroot_install DIR PACKAGE...: installs Debian packages into the root
+# filesystem in DIR, with /proc and /dev mounted and no service started.
+chroot_install() {
   local dir=$1
+  shift
   cp /etc/resolv.conf "$dir/etc/resolv.conf"
   printf '#!/bin/sh\nexit 101\n' >"$dir/usr/sbin/policy-rc.d"
   chmod 0755 "$dir/usr/sbin/policy-rc.d"
@@ -252,13 +254,19 @@ recipe_docker() {
   mount --make-rslave "$dir/dev"
   MOUNTED+=("$dir/dev" "$dir/proc")
   chroot "$dir" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -qq --no-install-recommends "${DOCKER_IMAGE_PACKAGES[@]}" >"$dir.apt.log" 2>&1 \
+    apt-get install -y -qq --no-install-recommends "$@" >"$dir.apt.log" 2>&1 \
     || { tail -n 30 "$dir.apt.log" >&2; return 1; }
   rm -f "$dir.apt.log"
   chroot "$dir" apt-get clean
   unmount_all
   rm -f "$dir/usr/sbin/policy-rc.d"
   : >"$dir/etc/resolv.conf"
+}
+
+# recipe_docker DIR: DIR holds the SSH image's root filesystem; add docker.io.
+recipe_docker() {
+  local dir=$1
+  chroot_install "$dir" "${DOCKER_IMAGE_PACKAGES[@]}"
   # dockerd does not start at boot: provisioning writes its TLS config and
   # then enables and starts it, so it starts once, with that config,
   # instead of starting with the defaults and being restarted a second
@@ -275,21 +283,7 @@ recipe_docker() {
 # virtio NIC, and the units the container image masked unmasked.
 recipe_vm() {
   local dir=$1
-  cp /etc/resolv.conf "$dir/etc/resolv.conf"
-  printf '#!/bin/sh\nexit 101\n' >"$dir/usr/sbin/policy-rc.d"
-  chmod 0755 "$dir/usr/sbin/policy-rc.d"
-  mount -t proc proc "$dir/proc"
-  mount --rbind /dev "$dir/dev"
-  mount --make-rslave "$dir/dev"
-  MOUNTED+=("$dir/dev" "$dir/proc")
-  chroot "$dir" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -qq --no-install-recommends "${VM_IMAGE_PACKAGES[@]}" >"$dir.apt.log" 2>&1 \
-    || { tail -n 30 "$dir.apt.log" >&2; return 1; }
-  rm -f "$dir.apt.log"
-  chroot "$dir" apt-get clean
-  unmount_all
-  rm -f "$dir/usr/sbin/policy-rc.d"
-  : >"$dir/etc/resolv.conf"
+  chroot_install "$dir" "${VM_IMAGE_PACKAGES[@]}"
 
   chroot "$dir" systemctl unmask \
     systemd-remount-fs.service getty@tty1.service console-getty.service \
@@ -359,7 +353,7 @@ trap cleanup EXIT
 key_of() { sha256sum | cut -c1-16; }
 
 SSH_KEY=$( { declare -f recipe_ssh; echo "$SUITE $MIRROR $SSH_IMAGE_PACKAGES"; } | key_of)
-DOCKER_KEY=$( { echo "$SSH_KEY"; declare -f recipe_docker; echo "${DOCKER_IMAGE_PACKAGES[*]}"; } | key_of)
+DOCKER_KEY=$( { echo "$SSH_KEY"; declare -f chroot_install recipe_docker; echo "${DOCKER_IMAGE_PACKAGES[*]}"; } | key_of)
 SSH_IMAGE=machine-test/debian-ssh:$SSH_KEY
 DOCKER_IMAGE=machine-test/debian-docker:$DOCKER_KEY
 VM_KEY=$( { echo "$DOCKER_KEY"; declare -f recipe_vm; echo "${VM_IMAGE_PACKAGES[*]} $VM_DISK_SIZE"; } | key_of)

@@ -184,26 +184,15 @@ impl TestContext {
 
     /// Pids of live driver processes started by this test.
     pub fn driver_pids(&self) -> Vec<u32> {
-        let needle = format!("{MARKER_VAR}={}", self.marker);
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        marked_pids(&self.marker)
+            .into_iter()
             .filter(|pid| {
                 let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
                 let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-                let is_driver = Path::new(OsStr::new(std::str::from_utf8(argv0).unwrap_or("")))
+                Path::new(OsStr::new(std::str::from_utf8(argv0).unwrap_or("")))
                     .file_name()
                     .and_then(OsStr::to_str)
-                    .is_some_and(|f| f.starts_with("machine-driver-"));
-                is_driver
-                    && alive(*pid)
-                    && std::fs::read(format!("/proc/{pid}/environ"))
-                        .unwrap_or_default()
-                        .split(|b| *b == 0)
-                        .any(|kv| kv == needle.as_bytes())
+                    .is_some_and(|f| f.starts_with("machine-driver-"))
             })
             .collect()
     }
@@ -229,25 +218,78 @@ impl TestContext {
     /// `limit` for processes that are on their way out.
     #[track_caller]
     pub fn assert_no_driver_left(&self, limit: Duration) {
-        let start = Instant::now();
-        loop {
-            let pids = self.driver_pids();
-            if pids.is_empty() {
-                return;
+        assert_none_left("driver processes", limit, || self.driver_pids());
+    }
+}
+
+/// Pids of every live process (but this one) that carries `marker` in
+/// its environment: the drivers a test started, whatever their argv[0]
+/// (an interpreter, for a driver in Python), and the processes they
+/// started in turn.
+pub fn marked_pids(marker: &str) -> Vec<u32> {
+    let needle = format!("{MARKER_VAR}={marker}");
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            *pid != me
+                && alive(*pid)
+                && std::fs::read(format!("/proc/{pid}/environ"))
+                    .unwrap_or_default()
+                    .split(|b| *b == 0)
+                    .any(|kv| kv == needle.as_bytes())
+        })
+        .collect()
+}
+
+/// Asserts that no process carrying `marker` is alive, allowing `limit`
+/// for those on their way out.
+#[track_caller]
+pub fn assert_nothing_marked_left(marker: &str, limit: Duration) {
+    assert_none_left("processes", limit, || marked_pids(marker));
+}
+
+#[track_caller]
+fn assert_none_left(what: &str, limit: Duration, pids: impl Fn() -> Vec<u32>) {
+    let start = Instant::now();
+    loop {
+        let left = pids();
+        if left.is_empty() {
+            return;
+        }
+        if start.elapsed() >= limit {
+            let _ = Command::new("ps")
+                .args(["-o", "pid,ppid,stat,args", "-p"])
+                .arg(
+                    left.iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                )
+                .status();
+            panic!("{what} left behind after {limit:?}: {left:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Kills, when dropped, every process that carries its marker: what a
+/// failed test left, including processes that are not drivers (hosts a
+/// driver started), which TestContext's own clean-up does not look for.
+#[derive(Debug)]
+pub struct KillMarked(pub String);
+
+impl Drop for KillMarked {
+    fn drop(&mut self) {
+        for pid in marked_pids(&self.0) {
+            // SAFETY: signalling a process that carries this test's marker.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
             }
-            if start.elapsed() >= limit {
-                let _ = Command::new("ps")
-                    .args(["-o", "pid,ppid,stat,args", "-p"])
-                    .arg(
-                        pids.iter()
-                            .map(u32::to_string)
-                            .collect::<Vec<_>>()
-                            .join(","),
-                    )
-                    .status();
-                panic!("driver processes left behind after {limit:?}: {pids:?}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use machine_integration::release_server::{ReleaseServer, ReleaseSpec, platform};
-use machine_integration::{MARKER_VAR, TestContext};
+use machine_integration::{KillMarked, TestContext, assert_nothing_marked_left};
 
 const SOURCE: &str = "github.com/you/machine-driver-hello";
 const LEFT: Duration = Duration::from_secs(5);
@@ -53,62 +53,6 @@ fn dist(binary: &Path, version: &str, os: &str, arch: &str, out: &Path) -> PathB
     PathBuf::from(String::from_utf8(run.stdout).unwrap().trim())
 }
 
-/// Pids of every live process that carries this test's marker: the driver
-/// processes and the hosts (`sleep`) they started, which inherit it.
-fn marked_pids(t: &TestContext) -> Vec<u32> {
-    let needle = format!("{MARKER_VAR}={}", t.marker);
-    let me = std::process::id();
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| *pid != me)
-        .filter(|pid| {
-            let live = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    let state = s.rsplit_once(')')?.1.split_whitespace().next()?.to_owned();
-                    Some(state != "Z" && state != "X")
-                })
-                .unwrap_or(false);
-            live && std::fs::read(format!("/proc/{pid}/environ"))
-                .unwrap_or_default()
-                .split(|b| *b == 0)
-                .any(|kv| kv == needle.as_bytes())
-        })
-        .collect()
-}
-
-/// Kills what a failed test left: hosts are not driver processes, so
-/// TestContext's own clean-up does not see them.
-struct KillLeftovers<'a>(&'a TestContext);
-
-impl Drop for KillLeftovers<'_> {
-    fn drop(&mut self) {
-        for pid in marked_pids(self.0) {
-            // SAFETY: signalling a process this test started (it carries
-            // the test's marker).
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGKILL);
-            }
-        }
-    }
-}
-
-#[track_caller]
-fn assert_nothing_left(t: &TestContext) {
-    let start = std::time::Instant::now();
-    loop {
-        let pids = marked_pids(t);
-        if pids.is_empty() {
-            return;
-        }
-        assert!(start.elapsed() < LEFT, "processes left behind: {pids:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_release_made_by_the_authoring_kit_installs_and_works() {
     let server = ReleaseServer::start();
@@ -117,7 +61,8 @@ fn a_release_made_by_the_authoring_kit_installs_and_works() {
         .env("MACHINE_GITHUB_TOKEN", "")
         .env("NO_PROXY", "127.0.0.1")
         .env("no_proxy", "127.0.0.1");
-    let _guard = KillLeftovers(&t);
+    // The hosts (`sleep`) the driver starts carry the marker too.
+    let _guard = KillMarked(t.marker.clone());
 
     // The release, as the workflow makes it: one archive per platform from
     // dist.sh (here the same binary, for this platform and one other, so
@@ -224,5 +169,5 @@ fn a_release_made_by_the_authoring_kit_installs_and_works() {
     assert_eq!(t.run(&["status", "dev"]).ok(), "Running\n");
     t.run(&["rm", "-y", "dev"]).ok();
     assert_eq!(t.run(&["ls", "-q"]).ok(), "");
-    assert_nothing_left(&t);
+    assert_nothing_marked_left(&t.marker, LEFT);
 }

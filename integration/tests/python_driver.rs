@@ -15,10 +15,10 @@ use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use machine_driver_sdk::conformance::Kit;
-use machine_integration::{MARKER_VAR, TestContext};
+use machine_integration::{KillMarked, MARKER_VAR, TestContext, assert_nothing_marked_left};
 
 const ENV_PYTHON: &str = "MACHINE_TEST_PYTHON";
 const LEFT: Duration = Duration::from_secs(5);
@@ -90,72 +90,6 @@ fn build(python: &Path) -> (tempfile::TempDir, PathBuf) {
     (dir, launcher)
 }
 
-/// Live processes that carry `marker` in their environment: the Python
-/// driver processes (whose argv[0] is the interpreter, so TestContext's
-/// driver search by name misses them) and the hosts they started.
-fn marked_pids(marker: &str) -> Vec<u32> {
-    let needle = format!("{MARKER_VAR}={marker}");
-    let me = std::process::id();
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| *pid != me)
-        .filter(|pid| {
-            let live = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    let state = s.rsplit_once(')')?.1.split_whitespace().next()?.to_owned();
-                    Some(state != "Z" && state != "X")
-                })
-                .unwrap_or(false);
-            live && std::fs::read(format!("/proc/{pid}/environ"))
-                .unwrap_or_default()
-                .split(|b| *b == 0)
-                .any(|kv| kv == needle.as_bytes())
-        })
-        .collect()
-}
-
-#[track_caller]
-fn assert_nothing_left(marker: &str) {
-    let start = Instant::now();
-    loop {
-        let pids = marked_pids(marker);
-        if pids.is_empty() {
-            return;
-        }
-        if start.elapsed() >= LEFT {
-            let _ = Command::new("ps")
-                .args(["-o", "pid,pgid,stat,args", "-p"])
-                .arg(
-                    pids.iter()
-                        .map(u32::to_string)
-                        .collect::<Vec<_>>()
-                        .join(","),
-                )
-                .status();
-            panic!("processes left behind after {LEFT:?}: {pids:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Kills what a failed test left behind, by its marker.
-struct KillMarked(String);
-
-impl Drop for KillMarked {
-    fn drop(&mut self) {
-        for pid in marked_pids(&self.0) {
-            // SAFETY: signalling a process that carries this test's marker.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGKILL);
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn the_python_driver_passes_conformance() {
     let Some(python) = python_or_skip("the_python_driver_passes_conformance") else {
@@ -172,7 +106,7 @@ async fn the_python_driver_passes_conformance() {
     println!("{report}");
     report.assert_passed();
     // The kit shut every driver down and removed the host it made.
-    assert_nothing_left(&marker);
+    assert_nothing_marked_left(&marker, LEFT);
 }
 
 #[test]
@@ -346,7 +280,7 @@ fn the_python_driver_works_through_the_cli() {
     assert_eq!(t.run(&["ls", "-q"]).ok(), "");
 
     // No driver process and no host is left.
-    assert_nothing_left(&t.marker);
+    assert_nothing_marked_left(&t.marker, LEFT);
 }
 
 /// The Python sketch in docs/protocol.md §10, as printed there.
@@ -409,5 +343,5 @@ async fn the_python_sketch_in_protocol_md_passes_conformance() {
         .await;
     println!("{report}");
     report.assert_passed();
-    assert_nothing_left(&marker);
+    assert_nothing_marked_left(&marker, LEFT);
 }

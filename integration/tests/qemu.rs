@@ -142,25 +142,10 @@ fn serve(files: Vec<(&'static str, Vec<u8>)>) -> String {
     base
 }
 
-/// A stand-in for qemu-system that fails the way QEMU does on a bad
-/// option, so the test reaches the launch with the disk already made.
-fn failing_qemu(dir: &Path) -> String {
-    let path = dir.join("qemu-system-fails");
-    std::fs::write(
-        &path,
-        "#!/bin/sh\necho 'qemu-system-fails: -machine q35: simulated start-up failure' >&2\nexit 1\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path.display().to_string()
-}
-
 #[test]
 fn failed_creates_leave_no_vm_and_no_disk() {
     let t = TestContext::new();
     let vm = VmImage::get();
-    let kernel = vm.kernel.display().to_string();
 
     // An image that is not there: nothing is made.
     let run = t.run(&[
@@ -230,26 +215,30 @@ fn failed_creates_leave_no_vm_and_no_disk() {
     );
     assert!(driver_files(&t, "m6").is_empty());
 
-    // QEMU failing to start after the disk and seed were made: its message
-    // reaches the user and the disk and seed are removed.
+    // The real QEMU failing to start after the disk and seed were made (a
+    // "kernel" that is not one): its message reaches the user and the disk
+    // and seed are removed.
     let tmp = tempfile::tempdir().unwrap();
-    let qemu = failing_qemu(tmp.path());
+    let not_a_kernel = tmp.path().join("vmlinuz");
+    std::fs::write(&not_a_kernel, "not a kernel\n").unwrap();
     let run = t.run(&[
         "create",
         "-d",
         "qemu",
-        "--qemu-binary",
-        &qemu,
         "--qemu-accel",
         "tcg",
         "--qemu-image",
         &vm.disk.display().to_string(),
         "--qemu-kernel",
-        &kernel,
+        &not_a_kernel.display().to_string(),
         "m5",
     ]);
     let err = run.fails_with(1);
-    assert!(err.contains("simulated start-up failure"), "{err}");
+    assert!(err.contains("failed to start the VM"), "{err}");
+    assert!(
+        err.contains("kernel"),
+        "QEMU's own message is missing: {err}"
+    );
     assert!(
         driver_files(&t, "m5").is_empty(),
         "{:?}",

@@ -239,12 +239,7 @@ impl Driver for ContainerDriver {
             name: "container".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "systemd + sshd containers on a Docker engine".into(),
-            capabilities: vec![
-                Capability::Start,
-                Capability::Stop,
-                Capability::Restart,
-                Capability::Kill,
-            ],
+            capabilities: Capability::ALL.to_vec(),
         }
     }
 

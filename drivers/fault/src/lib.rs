@@ -157,12 +157,7 @@ impl Driver for FaultDriver {
             name: "fault".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "a test driver that misbehaves on request".into(),
-            capabilities: vec![
-                Capability::Start,
-                Capability::Stop,
-                Capability::Restart,
-                Capability::Kill,
-            ],
+            capabilities: Capability::ALL.to_vec(),
         }
     }
 

@@ -311,8 +311,24 @@ fn launch_error(machine: &str, e: vm::LaunchError) -> Error {
     Error::internal(format!("machine `{machine}`: {e}")).with_hint(hint)
 }
 
-/// Boots the VM with the chosen accelerator, probing KVM in auto mode.
-/// Returns the accelerator used and why.
+async fn launch(cfg: &QemuConfig, name: &str, files: &Files) -> Result<()> {
+    vm::launch(&cfg.spec(name), files)
+        .await
+        .map_err(|e| launch_error(name, e))
+}
+
+async fn say_tcg(cfg: &QemuConfig, progress: &Progress) {
+    progress
+        .step(format!(
+            "{}: using TCG software emulation, which is much slower",
+            cfg.accel_reason
+        ))
+        .await;
+}
+
+/// Boots the VM with the chosen accelerator, probing KVM in auto mode when
+/// no verdict is recorded, and sets `cfg.accel` and `cfg.accel_reason` to
+/// what runs the VM and why.
 async fn boot(
     cfg: &mut QemuConfig,
     name: &str,
@@ -321,79 +337,56 @@ async fn boot(
     cache: &Path,
     progress: &Progress,
 ) -> Result<()> {
-    let candidate = match choice {
-        Choice::Only(a) => {
-            cfg.accel = a;
-            cfg.accel_reason = format!("--qemu-accel {}", a.name());
-            return vm::launch(&cfg.spec(name), files)
-                .await
-                .map_err(|e| launch_error(name, e));
-        }
+    let (accel, reason, probe) = match choice {
+        Choice::Only(a) => (a, format!("--qemu-accel {}", a.name()), false),
         Choice::Auto => match accel::kvm_device_problem() {
-            Some(problem) => {
-                cfg.accel_reason = format!("KVM is not available ({problem})");
-                Accel::Tcg
-            }
+            Some(problem) => (
+                Accel::Tcg,
+                format!("KVM is not available ({problem})"),
+                false,
+            ),
             None => match accel::recorded(cache, &cfg.binary) {
-                Some(v) if !v.kvm_works => {
-                    cfg.accel_reason = format!("KVM did not work here before: {}", v.reason);
-                    Accel::Tcg
-                }
-                Some(_) => {
-                    cfg.accel_reason = "KVM worked here before".into();
-                    Accel::Kvm
-                }
-                None => Accel::Kvm,
+                Some(v) if !v.kvm_works => (
+                    Accel::Tcg,
+                    format!("KVM did not work here before: {}", v.reason),
+                    false,
+                ),
+                Some(_) => (Accel::Kvm, "KVM worked here before".to_owned(), false),
+                None => (Accel::Kvm, String::new(), true),
             },
         },
     };
-    cfg.accel = candidate;
-    if candidate == Accel::Tcg {
-        progress
-            .step(format!(
-                "{}: using TCG software emulation, which is much slower",
-                cfg.accel_reason
-            ))
-            .await;
-        return vm::launch(&cfg.spec(name), files)
-            .await
-            .map_err(|e| launch_error(name, e));
+    cfg.accel = accel;
+    cfg.accel_reason = reason;
+    if !probe {
+        if accel == Accel::Tcg && choice == Choice::Auto {
+            say_tcg(cfg, progress).await;
+        }
+        return launch(cfg, name, files).await;
     }
-    let probing = cfg.accel_reason.is_empty();
-    if probing {
-        progress
-            .step("checking that KVM runs the guest".to_owned())
-            .await;
-    }
+
+    progress
+        .step("checking that KVM runs the guest".to_owned())
+        .await;
     let kvm_failed = match vm::launch(&cfg.spec(name), files).await {
-        Err(e) => Some(format!("QEMU did not start with KVM: {e}")),
-        Ok(()) if probing => probe_kvm(files).await.err(),
-        Ok(()) => None,
+        Err(e) => Err(format!("QEMU did not start with KVM: {e}")),
+        Ok(()) => probe_kvm(files).await,
     };
     match kvm_failed {
-        None => {
-            if probing {
-                accel::record(cache, &cfg.binary, true, "the guest kernel ran");
-                cfg.accel_reason = "KVM runs guests here".into();
-            }
+        Ok(()) => {
+            accel::record(cache, &cfg.binary, true, "the guest kernel ran");
+            cfg.accel_reason = "KVM runs guests here".into();
             Ok(())
         }
-        Some(reason) => {
+        Err(reason) => {
             tracing::warn!("machine `{name}`: KVM is not usable: {reason}");
             let _ = vm::kill(files).await;
             accel::record(cache, &cfg.binary, false, &reason);
             cfg.accel = Accel::Tcg;
             cfg.accel_reason = format!("KVM is not usable here ({reason})");
-            progress
-                .step(format!(
-                    "{}: using TCG software emulation, which is much slower",
-                    cfg.accel_reason
-                ))
-                .await;
+            say_tcg(cfg, progress).await;
             let _ = std::fs::remove_file(files.serial());
-            vm::launch(&cfg.spec(name), files)
-                .await
-                .map_err(|e| launch_error(name, e))
+            launch(cfg, name, files).await
         }
     }
 }
@@ -461,12 +454,7 @@ impl Driver for QemuDriver {
             name: "qemu".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "QEMU virtual machines booted from cloud images".into(),
-            capabilities: vec![
-                Capability::Start,
-                Capability::Stop,
-                Capability::Restart,
-                Capability::Kill,
-            ],
+            capabilities: Capability::ALL.to_vec(),
         }
     }
 
@@ -752,9 +740,7 @@ impl Driver for QemuDriver {
                 changed = true;
             }
         }
-        vm::launch(&cfg.spec(&m.name), &files)
-            .await
-            .map_err(|e| launch_error(&m.name, e))?;
+        launch(&cfg, &m.name, &files).await?;
         Ok(if changed {
             Some(Config::of(&cfg)?)
         } else {

@@ -909,12 +909,7 @@ impl Driver for VirtualBoxDriver {
             name: "virtualbox".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "VirtualBox virtual machines booted from cloud images".into(),
-            capabilities: vec![
-                Capability::Start,
-                Capability::Stop,
-                Capability::Restart,
-                Capability::Kill,
-            ],
+            capabilities: Capability::ALL.to_vec(),
         }
     }
 

@@ -200,12 +200,7 @@ impl Driver for Hello {
             description: "hosts that are local processes run by a command of yours".into(),
             // Announce only what is implemented: machine asks the driver
             // for nothing else, and the SDK answers UNIMPLEMENTED for it.
-            capabilities: vec![
-                Capability::Start,
-                Capability::Stop,
-                Capability::Restart,
-                Capability::Kill,
-            ],
+            capabilities: Capability::ALL.to_vec(),
         }
     }
 
