@@ -570,18 +570,6 @@ async fn an_image_that_does_not_match_its_checksum_is_refused() {
     );
     assert_eq!(standin.registered(), (vec![], vec![]));
     assert!(store.only_cli_files(), "{:?}", store.files());
-    let cached: Vec<_> = walk(&store.root.path().join("cache/images"));
+    let cached: Vec<_> = common::walk(&store.root.path().join("cache/images"));
     assert!(cached.is_empty(), "{cached:?}");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.path().is_dir() {
-            files.extend(walk(&e.path()));
-        } else {
-            files.push(e.path());
-        }
-    }
-    files
 }

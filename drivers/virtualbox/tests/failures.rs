@@ -77,7 +77,7 @@ async fn fail_at(server: &ImageServer, command: &str, nth: usize) {
     assert!(store.only_cli_files(), "{what}: {:?}", store.files());
     // The cached image is kept for the next machine.
     assert!(
-        walk(&store.root.path().join("cache/images"))
+        common::walk(&store.root.path().join("cache/images"))
             .iter()
             .any(|p| p.ends_with("fake.vmdk")),
         "{what}"
@@ -90,18 +90,6 @@ async fn fail_at(server: &ImageServer, command: &str, nth: usize) {
         "{what}"
     );
     driver.remove(&machine).await.unwrap();
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.path().is_dir() {
-            files.extend(walk(&e.path()));
-        } else {
-            files.push(e.path());
-        }
-    }
-    files
 }
 
 #[tokio::test]

@@ -258,3 +258,16 @@ pub fn settings(standin: &StandIn) -> Settings {
 pub fn driver(standin: &StandIn) -> VirtualBoxDriver {
     VirtualBoxDriver::new(settings(standin))
 }
+
+/// Every file below `dir`.
+pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            files.extend(walk(&e.path()));
+        } else {
+            files.push(e.path());
+        }
+    }
+    files
+}
