@@ -277,13 +277,28 @@ fn an_interrupted_create_is_shown_and_rm_removes_its_vm() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // The VM boots for a minute under TCG: plenty of time to kill the CLI
-    // once QEMU runs.
+    // Freeze QEMU as soon as it has forked its daemon, before the daemon
+    // writes its pid file: the create dying then (the driver kills only the
+    // launching parent) is what a slow, loaded host produces, and rm must
+    // still find the daemon.
+    let pid_file = t.store_path().join("machines/cut/qemu.pid");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while store_vm_pids(t.store_path()).is_empty() {
+    let frozen = loop {
+        let pids = store_vm_pids(t.store_path());
+        if pids.len() >= 2 || pid_file.exists() {
+            for pid in &pids {
+                // SAFETY: signalling a QEMU of this test's store.
+                unsafe { libc::kill(*pid as libc::pid_t, libc::SIGSTOP) };
+            }
+            break pids;
+        }
         assert!(std::time::Instant::now() < deadline, "no QEMU appeared");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        std::thread::yield_now();
+    };
+    eprintln!(
+        "froze QEMU {frozen:?}; pid file written: {}",
+        pid_file.exists()
+    );
     child.kill().unwrap(); // SIGKILL, mid-create
     child.wait().unwrap();
     t.assert_no_driver_left(Duration::from_secs(5));

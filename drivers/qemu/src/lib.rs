@@ -284,10 +284,8 @@ impl Drop for Undo {
         let Some(files) = self.files.take() else {
             return;
         };
-        if let Some(pid) = vm::running_pid(&files) {
-            // SAFETY: a plain syscall on a pid whose command line names
-            // this machine's QMP socket.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+        if let Err(e) = vm::kill_blocking(&files) {
+            tracing::warn!("undoing a create: {e}");
         }
         for f in files.all() {
             let _ = std::fs::remove_file(f);

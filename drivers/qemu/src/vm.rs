@@ -8,6 +8,11 @@
 //! driver. The pid file finds the process again; its command line must
 //! name this machine's QMP socket before the driver signals it, so a pid
 //! reused by another program is never touched.
+//!
+//! Ending a VM does not trust the pid file alone: a create killed while
+//! QEMU was still daemonizing leaves a QEMU whose pid file is written after
+//! the driver is gone (or never read). `kill` therefore looks for every
+//! process whose command line carries this machine's exact `-qmp` argument.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -127,10 +132,7 @@ pub fn args(spec: &Spec, files: &Files) -> Vec<OsString> {
     push("-serial");
     push(&format!("file:{}", files.serial().display()));
     push("-qmp");
-    push(&format!(
-        "unix:{},server=on,wait=off",
-        files.qmp().display()
-    ));
+    push(&qmp_arg(files));
     push("-pidfile");
     push(&files.pid().display().to_string());
     push("-daemonize");
@@ -147,6 +149,12 @@ pub fn args(spec: &Spec, files: &Files) -> Vec<OsString> {
         push(append);
     }
     a
+}
+
+/// The `-qmp` argument, which names the machine uniquely (its socket lives
+/// in the machine's directory) and so identifies its QEMU processes.
+fn qmp_arg(files: &Files) -> String {
+    format!("unix:{},server=on,wait=off", files.qmp().display())
 }
 
 /// QEMU's `-drive` option syntax doubles commas inside values.
@@ -230,18 +238,32 @@ pub async fn launch(spec: &Spec, files: &Files) -> Result<(), LaunchError> {
     Ok(())
 }
 
+/// Whether `pid`'s command line carries this machine's `-qmp` argument.
+/// A zombie has an empty command line and is as good as gone.
+fn is_ours(pid: i32, qmp_arg: &[u8]) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|cmdline| cmdline.split(|b| *b == 0).any(|arg| arg == qmp_arg))
+        .unwrap_or(false)
+}
+
 /// The pid of this machine's QEMU, if it runs.
 pub fn running_pid(files: &Files) -> Option<i32> {
     let text = std::fs::read_to_string(files.pid()).ok()?;
     let pid: i32 = text.trim().parse().ok()?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let qmp = files.qmp();
-    let needle = qmp.as_os_str().as_encoded_bytes();
-    let ours = cmdline
-        .split(|b| *b == 0)
-        .any(|arg| arg.windows(needle.len()).any(|w| w == needle));
-    // A zombie has an empty command line and is as good as gone.
-    ours.then_some(pid)
+    is_ours(pid, qmp_arg(files).as_bytes()).then_some(pid)
+}
+
+/// Every live process of this machine's QEMU: the daemon, and a launch
+/// still daemonizing (its pid file not written yet).
+fn processes(files: &Files) -> Vec<i32> {
+    let arg = qmp_arg(files);
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| is_ours(*pid, arg.as_bytes()))
+        .collect()
 }
 
 /// Waits until the process is gone, up to `limit`; true if it is.
@@ -258,26 +280,48 @@ pub async fn wait_gone(files: &Files, pid: i32, limit: Duration) -> bool {
     }
 }
 
-/// SIGKILLs the machine's QEMU and waits for it to be gone.
-pub async fn kill(files: &Files) -> std::io::Result<()> {
-    let Some(pid) = running_pid(files) else {
-        return Ok(());
-    };
-    // SAFETY: a plain syscall on a pid whose command line was just checked.
-    let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
-    if rc != 0 {
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::ESRCH) {
-            return Err(err);
+/// How long `kill` waits for QEMU to be gone after SIGKILL.
+const KILL_LIMIT: Duration = Duration::from_secs(10);
+
+/// SIGKILLs every process of this machine's QEMU and waits until none is
+/// left. Blocking, for `Drop`; `kill` is the async face.
+pub fn kill_blocking(files: &Files) -> std::io::Result<()> {
+    let started = Instant::now();
+    loop {
+        // A launch that was still daemonizing may fork its daemon after a
+        // scan, but not after it is dead: scanning again until a scan finds
+        // nothing catches that child too.
+        let pids = processes(files);
+        if pids.is_empty() {
+            return Ok(());
         }
+        if started.elapsed() >= KILL_LIMIT {
+            return Err(std::io::Error::other(format!(
+                "QEMU (pid {pids:?}) is still there {KILL_LIMIT:?} after SIGKILL"
+            )));
+        }
+        for pid in pids {
+            // SAFETY: a plain syscall on a pid whose command line was just
+            // checked to name this machine's QMP socket.
+            let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
+            if rc != 0 {
+                let err = std::io::Error::last_os_error();
+                if err.raw_os_error() != Some(libc::ESRCH) {
+                    return Err(err);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
-    if wait_gone(files, pid, Duration::from_secs(10)).await {
-        Ok(())
-    } else {
-        Err(std::io::Error::other(format!(
-            "QEMU (pid {pid}) is still there 10 s after SIGKILL"
-        )))
-    }
+}
+
+/// SIGKILLs the machine's QEMU, including a launch still under way, and
+/// waits for it to be gone.
+pub async fn kill(files: &Files) -> std::io::Result<()> {
+    let files = files.clone();
+    tokio::task::spawn_blocking(move || kill_blocking(&files))
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 #[cfg(test)]
@@ -332,5 +376,30 @@ mod tests {
         // (here: the test itself) is not trusted.
         std::fs::write(files.pid(), std::process::id().to_string()).unwrap();
         assert_eq!(running_pid(&files), None);
+    }
+
+    #[test]
+    fn processes_are_found_by_their_exact_qmp_argument() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Files::new(&dir.path().join("m"));
+        let other = Files::new(&dir.path().join("xm"));
+        // Stand-in processes carrying a QMP argument: sh waits on a
+        // builtin `read` (no child to orphan), the argument is its $0.
+        let stand_in = |f: &Files| {
+            std::process::Command::new("sh")
+                .args(["-c", "read _ || :", &qmp_arg(f)])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let mut ours = stand_in(&files);
+        let mut theirs = stand_in(&other);
+        assert_eq!(processes(&files), vec![ours.id() as i32]);
+        kill_blocking(&files).unwrap();
+        assert!(ours.wait().is_ok());
+        assert!(processes(&files).is_empty());
+        assert_eq!(processes(&other), vec![theirs.id() as i32]);
+        drop(theirs.stdin.take());
+        assert!(theirs.wait().unwrap().success());
     }
 }
