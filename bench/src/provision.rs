@@ -660,14 +660,68 @@ fn generic_part(
     Ok(fig)
 }
 
+/// Prints the floor that CPU time puts under "N at once vs one": N creates
+/// need at least N × (CPU per create) ÷ (cores) of wall time, so the ratio
+/// is at least N ÷ cores × (cores one create keeps busy).
+fn at_once_bound(n: usize, one: Duration, cpu: &[Duration]) {
+    let Some(cpu) = median(cpu) else { return };
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let busy = cpu.as_secs_f64() / one.as_secs_f64();
+    println!(
+        "one create: {} of host CPU in {} of wall time, {busy:.2} cores busy on average;\n\
+         so {n} at once on {cores} cores take at least {n} × {} ÷ {cores} = {}, {:.2}× one",
+        secs(cpu),
+        secs(one),
+        secs(cpu),
+        secs(cpu * n as u32 / cores as u32),
+        n as f64 / cores as f64 * busy,
+    );
+}
+
 /// What part 3 found.
 #[derive(Debug, Default)]
 struct ContainerFigures {
     create: Vec<Duration>,
+    /// CPU time the whole host spent during each sequential create.
+    create_cpu: Vec<Duration>,
     rm: Vec<Duration>,
     at_once_wall: Vec<Duration>,
+    /// CPU time the whole host spent during each round, per create.
+    at_once_cpu: Vec<Duration>,
     at_once_each: Vec<Duration>,
     at_once_rm: Vec<Duration>,
+}
+
+/// CPU time the whole host has spent busy since boot (`/proc/stat`: user,
+/// nice, system, irq and softirq; not idle, iowait, or steal, which is
+/// the hypervisor's use of the CPU, not ours). The
+/// difference over a create is what the create cost: the CLI, the driver,
+/// the engine making the container, and everything in the container.
+fn host_busy() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let busy = [0, 1, 2, 5, 6]
+        .iter()
+        .filter_map(|i| f.get(*i))
+        .sum::<u64>();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|h| *h > 0)?;
+    Some(Duration::from_secs_f64(busy as f64 / hz as f64))
+}
+
+/// CPU time spent busy while `f` ran.
+fn busy_during<T>(f: impl FnOnce() -> T) -> (T, Option<Duration>) {
+    let before = host_busy();
+    let out = f();
+    let spent = host_busy()
+        .zip(before)
+        .map(|(after, before)| after.saturating_sub(before));
+    (out, spent)
 }
 
 /// The container-driver part: sequential creates, then creates at once.
@@ -694,7 +748,9 @@ fn container_part(
         ];
         let what = format!("machine {}", args.join(" "));
         cleanup.add(&name);
-        let run = m.run(&args, &[])?.ok(&what)?;
+        let (run, cpu) = busy_during(|| m.run(&args, &[]));
+        let run = run?.ok(&what)?;
+        fig.create_cpu.extend(cpu);
         let rm = m.run(&["rm", "-y", &name], &[])?.ok("machine rm -y")?;
         cleanup.removed(&name);
         println!("{what}: {}  (rm -y: {})", secs(run.took), secs(rm.took));
@@ -712,6 +768,7 @@ fn container_part(
             cleanup.add(n);
         }
         let t0 = Instant::now();
+        let busy_before = host_busy();
         let results: Vec<Result<Run, BoxError>> = std::thread::scope(|s| {
             let handles: Vec<_> = names
                 .iter()
@@ -731,6 +788,10 @@ fn container_part(
                 .collect()
         });
         let wall = t0.elapsed();
+        if let (Some(after), Some(before)) = (host_busy(), busy_before) {
+            fig.at_once_cpu
+                .push(after.saturating_sub(before) / opts.at_once as u32);
+        }
         let mut round_runs = Vec::new();
         let mut failure = None;
         for (n, r) in names.iter().zip(results) {
@@ -793,11 +854,21 @@ fn container_part(
 
     table.section(format!("container driver, image {image}"));
     table.row("create -d container (sequential)", Unit::Ms, &fig.create);
+    table.row(
+        "  host CPU time per create (sequential)",
+        Unit::Ms,
+        &fig.create_cpu,
+    );
     table.row("rm -y NAME (sequential)", Unit::Ms, &fig.rm);
     table.row(
         format!("{} creates at once: wall until all done", opts.at_once),
         Unit::Ms,
         &fig.at_once_wall,
+    );
+    table.row(
+        format!("  host CPU time per create, {} at once", opts.at_once),
+        Unit::Ms,
+        &fig.at_once_cpu,
     );
     table.row(
         format!("{} creates at once: each process", opts.at_once),
@@ -941,6 +1012,7 @@ pub(crate) fn run(opts: &Options) -> Result<(), BoxError> {
                         met: ratio <= AT_ONCE_FACTOR,
                     });
                 }
+                at_once_bound(opts.at_once, one, &c.create_cpu);
             }
         }
     }

@@ -227,10 +227,16 @@ EOF
   chroot "$dir" systemctl enable machine-test-etc-files.service >/dev/null 2>&1
 
   # Units that cannot work in a container: keep the boot free of failures.
+  # And units a Docker host in a container has no use for, which five hosts
+  # booting at once on two cores feel: logind (login seats and sessions; it
+  # also sits on the path to sshd at boot) and the utmp records. dbus stays:
+  # runc's systemd cgroup driver talks to systemd through it.
   chroot "$dir" systemctl mask \
     systemd-remount-fs.service getty@tty1.service console-getty.service \
     systemd-firstboot.service sys-kernel-config.mount sys-kernel-debug.mount \
-    sys-kernel-tracing.mount dev-hugepages.mount >/dev/null 2>&1
+    sys-kernel-tracing.mount dev-hugepages.mount \
+    systemd-logind.service systemd-update-utmp.service \
+    systemd-update-utmp-runlevel.service >/dev/null 2>&1
 
   # Each container gets its own machine id; docker provides hostname,
   # hosts and resolv.conf.
@@ -275,6 +281,19 @@ recipe_docker() {
   # containerd, which docker.service pulls in, likewise.
   chroot "$dir" systemctl disable docker.service docker.socket containerd.service >/dev/null 2>&1
   test -x "$dir/usr/sbin/dockerd"
+  # The drop-in provisioning writes for this dockerd (machine-cli,
+  # provision::engine::static_dropin), so provisioning finds it current and
+  # needs no `systemctl daemon-reload`; dockerd's options go to the
+  # environment file it names. The container test checks that no reload
+  # happened.
+  mkdir -p "$dir/etc/systemd/system/docker.service.d"
+  cat >"$dir/etc/systemd/system/docker.service.d/10-machine.conf" <<'UNIT'
+# Written by machine. dockerd's options are in /etc/docker/machine.env, read at every start.
+[Service]
+EnvironmentFile=/etc/docker/machine.env
+ExecStart=
+ExecStart=/usr/sbin/dockerd $MACHINE_DOCKERD_ARGS
+UNIT
 }
 
 # recipe_vm DIR: DIR holds the Docker image's root filesystem; make it a
@@ -285,10 +304,14 @@ recipe_vm() {
   local dir=$1
   chroot_install "$dir" "${VM_IMAGE_PACKAGES[@]}"
 
+  # logind included: it turns the ACPI power button into a shutdown, which
+  # the qemu driver's stop relies on.
   chroot "$dir" systemctl unmask \
     systemd-remount-fs.service getty@tty1.service console-getty.service \
     systemd-firstboot.service sys-kernel-config.mount sys-kernel-debug.mount \
-    sys-kernel-tracing.mount dev-hugepages.mount >/dev/null 2>&1
+    sys-kernel-tracing.mount dev-hugepages.mount \
+    systemd-logind.service systemd-update-utmp.service \
+    systemd-update-utmp-runlevel.service >/dev/null 2>&1
   chroot "$dir" systemctl disable machine-test-etc-files.service >/dev/null 2>&1
   printf '/dev/vda / ext4 rw,errors=remount-ro 0 1\n' >"$dir/etc/fstab"
   printf '[Match]\nName=en* eth*\n[Network]\nDHCP=yes\n' >"$dir/etc/systemd/network/80-machine-test.network"

@@ -64,6 +64,17 @@ fn create_env_docker_lifecycle_and_rm() {
     assert!(info.starts_with(&format!("{name} ")), "{info}");
     assert!(info.contains("kind=container"), "{info}");
     assert!(info.contains("provider=container"), "{info}");
+    // The image ships provisioning's systemd drop-in, and the options went
+    // to the environment file: systemd was never reloaded.
+    let reloads = t.run(&[
+        "ssh",
+        &name,
+        "--",
+        "sh",
+        "-c",
+        "'journalctl -b --no-pager -o cat _PID=1 | grep -c ^Reloading || true'",
+    ]);
+    assert_eq!(reloads.ok(), "0\n");
 
     assert_eq!(t.run(&["status", &name]).ok(), "Running\n");
     t.run(&["stop", &name]).ok();

@@ -103,6 +103,19 @@ fn docker_image_runs_debians_dockerd() {
     assert_eq!(stdout(&enabled), "disabled");
     let active = host.exec(&["systemctl", "is-active", "docker.service"]);
     assert_eq!(stdout(&active), "inactive");
+    // The image ships provisioning's drop-in, which takes dockerd's
+    // options from /etc/docker/machine.env; until provisioning writes that
+    // file the unit refuses to start, rather than start half-configured.
+    let early = host.exec(&["systemctl", "start", "docker.service"]);
+    assert!(
+        !early.status.success(),
+        "docker.service started unconfigured"
+    );
+    host.exec_ok(&[
+        "sh",
+        "-c",
+        "mkdir -p /etc/docker && echo 'MACHINE_DOCKERD_ARGS=\"-H=fd://\"' > /etc/docker/machine.env",
+    ]);
     host.exec_ok(&["systemctl", "start", "docker.service"]);
 
     let deadline = Instant::now() + Duration::from_secs(60);

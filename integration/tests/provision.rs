@@ -76,9 +76,9 @@ fn generic_installs_docker_from_the_package_and_applies_engine_options() {
     run.ok();
     for step in [
         "SSH is up",
-        "Detecting the operating system",
-        "Checking for Docker",
-        "Installing TLS certificates",
+        "Inspecting the host (operating system, Docker)",
+        "Installing Docker",
+        "Installing TLS certificates, configuring and restarting Docker",
         "answers over mutual TLS",
     ] {
         assert!(
@@ -159,9 +159,22 @@ fn generic_on_a_host_with_docker_as_a_sudo_user() {
         &key,
         "ready",
         "tester",
-        &["--engine-install-method", "none"],
+        // A label with a space cannot travel through the environment
+        // file: the drop-in carries dockerd's arguments instead.
+        &[
+            "--engine-install-method",
+            "none",
+            "--engine-label",
+            "note=two words",
+        ],
     );
     run.ok();
+    let labels = t.docker("ready", "info --format '{{json .Labels}}'");
+    assert!(
+        labels.ok().contains("\"note=two words\""),
+        "{}",
+        labels.stdout
+    );
     assert!(
         run.stderr
             .contains("Docker is installed (/usr/sbin/dockerd)"),

@@ -2,19 +2,23 @@
 //! into a Docker host, over one SSH connection.
 //!
 //! 1. wait for SSH and pin the host key;
-//! 2. read `/etc/os-release` and pick the provisioner family;
-//! 3. set the hostname;
-//! 4. install Docker if it is missing (install script, the distribution's
+//! 2. inspect the host in one round trip: `/etc/os-release` (which picks
+//!    the provisioner family), where dockerd is, whether Docker uses socket
+//!    activation, and the current systemd drop-in;
+//! 3. install Docker if it is missing (install script, the distribution's
 //!    package, or refuse), never upgrading the rest of the system;
-//! 5. make a server certificate for every address the CLI uses and upload
-//!    it with the CA;
-//! 6. configure dockerd (systemd drop-in, or OpenRC conf on Alpine) with
-//!    the machine's engine options, using the dockerd that `command -v`
-//!    finds;
-//! 7. restart Docker and wait until its API answers over mutual TLS.
+//! 4. make a server certificate for every address the CLI uses;
+//! 5. in one more round trip ([`apply`]): set the hostname, upload the CA,
+//!    certificate and key, configure dockerd (systemd drop-in and
+//!    environment file, or OpenRC conf on Alpine) with the machine's engine
+//!    options and the dockerd that `command -v` found, and restart Docker;
+//! 6. wait until Docker's API answers over mutual TLS.
 //!
-//! Each step is shown on stderr with its time.
+//! Each step is shown on stderr with its time. Few round trips matter for
+//! hosts far away; few processes on the host matter when many machines
+//! boot at once on few cores.
 
+pub mod apply;
 pub mod engine;
 pub mod os;
 
@@ -31,6 +35,7 @@ use crate::machine::Target;
 use crate::ssh::{self, Session};
 use crate::store::{DockerInstall, EngineOptions};
 use crate::ui;
+use apply::{Apply, TextFile};
 use os::{Family, OsRelease};
 
 /// How long a booting host may take to answer SSH (VMs under TCG are slow).
@@ -153,7 +158,12 @@ async fn provision_over(
     session: &Session,
 ) -> anyhow::Result<()> {
     let name = t.name().to_owned();
-    let os = timed("Detecting the operating system", detect_os(session)).await?;
+    let mut facts = timed(
+        "Inspecting the host (operating system, Docker)",
+        inspect(session),
+    )
+    .await?;
+    let os = &facts.os;
     let family = os.family().with_context(|| {
         format!(
             "machine `{name}` runs {} (ID={}), which machine cannot provision\n  hint: supported: Debian, Ubuntu, Fedora, CentOS/RHEL/Rocky/Alma, openSUSE/SLES, Arch, Alpine, Flatcar",
@@ -163,25 +173,29 @@ async fn provision_over(
     })?;
     ui::info(&format!("    {} ({family} provisioner)", os.pretty_name));
 
-    timed(
-        &format!("Setting the hostname to {name}"),
-        set_hostname(session, &name),
-    )
-    .await?;
-
     let engine = t.record.engine.clone();
-    let (dockerd, install) = timed(
-        "Checking for Docker",
-        ensure_docker(session, family, &engine, &name),
-    )
-    .await?;
+    let (dockerd, install) = match facts.dockerd.clone() {
+        Some(path) => {
+            ui::info(&format!("    Docker is installed ({path})"));
+            (path, DockerInstall::Preinstalled)
+        }
+        None => {
+            let install = timed(
+                "Installing Docker",
+                install_docker(session, family, &engine, &name),
+            )
+            .await?;
+            // The package may bring socket activation and a drop-in.
+            facts = inspect(session).await?;
+            let path = facts.dockerd.clone().with_context(|| {
+                format!(
+                    "Docker was installed on machine `{name}`, but dockerd is not on root's PATH"
+                )
+            })?;
+            (path, install)
+        }
+    };
     t.record.docker = install;
-
-    timed(
-        "Installing TLS certificates",
-        install_certs(ctx, t, conn, session),
-    )
-    .await?;
 
     let port = url_port(&conn.docker_url).with_context(|| {
         format!(
@@ -189,9 +203,23 @@ async fn provision_over(
             conn.docker_url
         )
     })?;
+    let mut plan = Apply {
+        hostname: Some(name.clone()),
+        files: cert_files(ctx, t, conn)?,
+        ..Apply::default()
+    };
+    configure_docker(
+        &mut plan,
+        family,
+        &facts,
+        &dockerd,
+        &engine,
+        port,
+        &t.record.driver,
+    );
     timed(
-        "Configuring and restarting Docker",
-        configure_docker(session, family, &dockerd, &engine, port, &t.record.driver),
+        "Installing TLS certificates, configuring and restarting Docker",
+        run_apply(session, &name, &plan),
     )
     .await?;
 
@@ -214,18 +242,53 @@ async fn detect_os(session: &Session) -> anyhow::Result<OsRelease> {
     Ok(OsRelease::parse(&text))
 }
 
-async fn set_hostname(session: &Session, name: &str) -> anyhow::Result<()> {
-    let q = engine::sh_quote(name);
-    session
-        .sudo(&format!(
-            "hostname {q} && echo {q} > /etc/hostname && \
-             (grep -q \"[[:space:]]{name}$\" /etc/hosts || echo \"127.0.1.1 {name}\" >> /etc/hosts)"
-        ))
-        .await?;
-    Ok(())
+/// What provisioning needs to know about a host, learnt in one round trip.
+#[derive(Debug)]
+struct HostFacts {
+    os: OsRelease,
+    /// Where root's PATH finds dockerd.
+    dockerd: Option<String>,
+    /// Whether docker.service is socket-activated (Debian's docker.io):
+    /// dockerd then keeps the socket unit's listener (`-H fd://`).
+    socket_unit: bool,
+    /// The current drop-in, empty when there is none.
+    dropin: String,
 }
 
-/// Where dockerd is, if anywhere. `sudo` because root's PATH has sbin.
+/// Separates the parts of [`inspect`]'s output.
+const SECTION: &str = "--machine-section--";
+
+async fn inspect(session: &Session) -> anyhow::Result<HostFacts> {
+    // `sudo` because root's PATH has sbin, where distributions put dockerd.
+    let out = session
+        .sudo(&format!(
+            "cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>/dev/null; echo {SECTION}; \
+             command -v dockerd; echo {SECTION}; \
+             systemctl cat docker.socket >/dev/null 2>&1 && echo socket; echo {SECTION}; \
+             cat {dropin} 2>/dev/null; true",
+            dropin = engine::DROPIN
+        ))
+        .await?;
+    Ok(parse_facts(&out))
+}
+
+fn parse_facts(out: &str) -> HostFacts {
+    let separator = format!("{SECTION}\n");
+    let mut parts = out.split(&separator);
+    let mut next = || parts.next().unwrap_or_default();
+    let os = OsRelease::parse(next());
+    let dockerd = next().trim().to_owned();
+    let socket_unit = next().trim() == "socket";
+    let dropin = next().to_owned();
+    HostFacts {
+        os,
+        dockerd: (!dockerd.is_empty()).then_some(dockerd),
+        socket_unit,
+        dropin,
+    }
+}
+
+/// Where root's PATH finds dockerd, if anywhere.
 async fn find_dockerd(session: &Session) -> anyhow::Result<Option<String>> {
     let found = session
         .sudo("command -v dockerd || true")
@@ -235,17 +298,13 @@ async fn find_dockerd(session: &Session) -> anyhow::Result<Option<String>> {
     Ok((!found.is_empty()).then_some(found))
 }
 
-async fn ensure_docker(
+async fn install_docker(
     session: &Session,
     family: Family,
     engine: &EngineOptions,
     name: &str,
-) -> anyhow::Result<(String, DockerInstall)> {
-    if let Some(path) = find_dockerd(session).await? {
-        ui::info(&format!("    Docker is installed ({path})"));
-        return Ok((path, DockerInstall::Preinstalled));
-    }
-    let install = match engine.install_method.as_str() {
+) -> anyhow::Result<DockerInstall> {
+    Ok(match engine.install_method.as_str() {
         "none" => anyhow::bail!(
             "Docker is not installed on machine `{name}`, and --engine-install-method none says not to install it\n  hint: install Docker on the host, or create the machine with --engine-install-method package"
         ),
@@ -273,103 +332,109 @@ async fn ensure_docker(
                 })?;
             DockerInstall::Script
         }
-    };
-    let path = find_dockerd(session).await?.with_context(|| {
-        format!("Docker was installed on machine `{name}`, but dockerd is not on root's PATH")
-    })?;
-    Ok((path, install))
+    })
 }
 
-async fn install_certs(
+/// Makes the machine's server certificate, keeps copies in its directory
+/// (with the client certificate, a complete DOCKER_CERT_PATH) and returns
+/// the CA, certificate and key to upload.
+fn cert_files(
     ctx: &Context,
     t: &Target,
     conn: &v1::GetConnectionResponse,
-    session: &Session,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<TextFile>> {
     let paths = certs::ensure_ca(&ctx.store.certs_dir(), CERT_ORG)?;
     let sans = server_sans(t, conn);
     let (cert, key) = certs::server_cert(&paths, &sans, t.name())?;
     crate::store::write_atomic(&t.dir.join("server.pem"), cert.as_bytes(), 0o644)?;
     crate::store::write_atomic(&t.dir.join("server-key.pem"), key.as_bytes(), 0o600)?;
     certs::install_client_copy(&paths, &t.dir)?;
-    let ca =
-        std::fs::read(&paths.ca).with_context(|| format!("cannot read {}", paths.ca.display()))?;
-    session
-        .sudo(&format!("mkdir -p {}", engine::REMOTE_DIR))
-        .await?;
-    session.upload(engine::REMOTE_CA, &ca, 0o644).await?;
-    session
-        .upload(engine::REMOTE_CERT, cert.as_bytes(), 0o644)
-        .await?;
-    session
-        .upload(engine::REMOTE_KEY, key.as_bytes(), 0o600)
-        .await?;
-    Ok(())
+    let ca = std::fs::read_to_string(&paths.ca)
+        .with_context(|| format!("cannot read {}", paths.ca.display()))?;
+    let file = |path: &str, mode, content| TextFile {
+        path: path.to_owned(),
+        mode,
+        content,
+    };
+    Ok(vec![
+        file(engine::REMOTE_CA, 0o644, ca),
+        file(engine::REMOTE_CERT, 0o644, cert),
+        file(engine::REMOTE_KEY, 0o600, key),
+    ])
 }
 
-async fn configure_docker(
-    session: &Session,
+/// Adds dockerd's configuration, enabling and the restart to `plan`.
+fn configure_docker(
+    plan: &mut Apply,
     family: Family,
+    facts: &HostFacts,
     dockerd: &str,
     engine: &EngineOptions,
     port: u16,
     driver: &str,
-) -> anyhow::Result<()> {
+) {
+    plan.dirs.push(engine::REMOTE_DIR.to_owned());
     if family.openrc() {
         let args = engine::dockerd_args(engine, port, driver, "unix:///var/run/docker.sock");
-        let conf = engine::openrc_conf(&args, &engine.env);
-        session
-            .upload(engine::OPENRC_CONF, conf.as_bytes(), 0o644)
-            .await?;
-        session
-            .sudo("rc-update add docker default >/dev/null && rc-service docker restart")
-            .await?;
-        return Ok(());
+        plan.dirs.push("/etc/conf.d".to_owned());
+        plan.files.push(TextFile {
+            path: engine::OPENRC_CONF.to_owned(),
+            mode: 0o644,
+            content: engine::openrc_conf(&args, &engine.env),
+        });
+        plan.then
+            .push("rc-update add docker default >/dev/null".to_owned());
+        plan.finally = Some("rc-service docker restart".to_owned());
+        return;
     }
-    // One round trip learns whether socket activation is there (Debian's
-    // docker.io: keep the socket unit's listener; otherwise dockerd makes
-    // its own) and what the drop-in says now, and makes its directory.
-    const SOCKET_MARK: &str = "machine:socket-unit";
-    let probe = session
-        .sudo(&format!(
-            "systemctl cat docker.socket >/dev/null 2>&1 && echo {SOCKET_MARK}; \
-             mkdir -p {dir}; cat {dropin} 2>/dev/null || true",
-            dir = engine::DROPIN_DIR,
-            dropin = engine::DROPIN
-        ))
-        .await?;
-    let (socket_unit, current) = match probe.strip_prefix(SOCKET_MARK) {
-        Some(rest) => (true, rest.strip_prefix('\n').unwrap_or(rest)),
-        None => (false, probe.as_str()),
-    };
-    let unix = if socket_unit {
+    let unix = if facts.socket_unit {
         "fd://"
     } else {
         "unix:///var/run/docker.sock"
     };
     let args = engine::dockerd_args(engine, port, driver, unix);
-    let dropin = engine::systemd_dropin(dockerd, &args, &engine.env);
-    // Reload only when the drop-in changes. Enable without Debian's SysV
-    // compatibility scripts (`systemctl enable` runs update-rc.d through
-    // them: 0.4 s here, for an init.d link systemd never reads) and
-    // without a second reload.
-    let reload = if current.trim_end() != dropin.trim_end() {
-        session
-            .upload(engine::DROPIN, dropin.as_bytes(), 0o644)
-            .await?;
-        "systemctl daemon-reload; "
-    } else {
-        ""
-    };
-    session
-        .sudo(&format!(
-            "{reload}systemctl is-enabled --quiet docker.service \
-             || SYSTEMCTL_SKIP_SYSV=1 systemctl enable --no-reload docker.service >/dev/null 2>&1; \
-             {SYSTEMD_RESTART}"
-        ))
-        .await
-        .context("restarting Docker with the new configuration failed")?;
-    Ok(())
+    let config = engine::systemd_config(dockerd, &args, &engine.env);
+    match config.env_file {
+        Some(env_file) => plan.files.push(TextFile {
+            path: engine::ENV_FILE.to_owned(),
+            mode: 0o644,
+            content: env_file,
+        }),
+        None => plan.remove.push(engine::ENV_FILE.to_owned()),
+    }
+    // Reload only when the drop-in changes (an image can ship it). Enable
+    // without Debian's SysV compatibility scripts (`systemctl enable` runs
+    // update-rc.d through them: 0.4 s here, for an init.d link systemd
+    // never reads) and without a second reload.
+    if facts.dropin.trim_end() != config.dropin.trim_end() {
+        plan.dirs.push(engine::DROPIN_DIR.to_owned());
+        plan.files.push(TextFile {
+            path: engine::DROPIN.to_owned(),
+            mode: 0o644,
+            content: config.dropin,
+        });
+        plan.then.push("systemctl daemon-reload".to_owned());
+    }
+    plan.then.push(
+        "systemctl is-enabled --quiet docker.service \
+         || SYSTEMCTL_SKIP_SYSV=1 systemctl enable --no-reload docker.service >/dev/null 2>&1"
+            .to_owned(),
+    );
+    plan.finally = Some(SYSTEMD_RESTART.to_owned());
+}
+
+/// Runs the plan; a failed restart is told apart from the steps before it.
+async fn run_apply(session: &Session, name: &str, plan: &Apply) -> anyhow::Result<()> {
+    let shown = "the configuration script (hostname, TLS files, Docker's configuration, restart)";
+    match session.sudo_script(shown, &plan.script()).await {
+        Ok(_) => Ok(()),
+        Err(e @ ssh::SshError::Command { status, .. }) if status == apply::RESTART_FAILED => {
+            Err(anyhow::Error::new(e).context(format!(
+                "restarting Docker with the new configuration failed on machine `{name}`\n  hint: `machine ssh {name} -- journalctl -u docker --no-pager -n 50` shows dockerd's own error"
+            )))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Regenerates the machine's server certificate and restarts Docker only.
@@ -380,21 +445,22 @@ pub async fn regenerate_certs(
 ) -> anyhow::Result<()> {
     let session = connect(t, conn).await?;
     let result = async {
-        timed(
-            "Installing new TLS certificates",
-            install_certs(ctx, t, conn, &session),
-        )
-        .await?;
         let os = detect_os(&session).await?;
         let restart = if os.family().is_some_and(Family::openrc) {
             "rc-service docker restart"
         } else {
             SYSTEMD_RESTART
         };
-        timed("Restarting Docker", async {
-            session.sudo(restart).await?;
-            Ok(())
-        })
+        let plan = Apply {
+            dirs: vec![engine::REMOTE_DIR.to_owned()],
+            files: cert_files(ctx, t, conn)?,
+            finally: Some(restart.to_owned()),
+            ..Apply::default()
+        };
+        timed(
+            "Installing new TLS certificates and restarting Docker",
+            run_apply(&session, t.name(), &plan),
+        )
         .await?;
         let v = docker_api::wait_ready(&conn.docker_url, &t.dir, DOCKER_WAIT).await?;
         ui::info(&format!(
@@ -468,4 +534,27 @@ pub async fn upgrade(t: &Target, conn: &v1::GetConnectionResponse) -> anyhow::Re
     .await;
     session.close().await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_are_read_section_by_section() {
+        let out = format!(
+            "ID=debian\nPRETTY_NAME=\"Debian 12\"\n{SECTION}\n/usr/sbin/dockerd\n{SECTION}\nsocket\n{SECTION}\n[Service]\nExecStart=\n"
+        );
+        let f = parse_facts(&out);
+        assert_eq!(f.os.id, "debian");
+        assert_eq!(f.dockerd.as_deref(), Some("/usr/sbin/dockerd"));
+        assert!(f.socket_unit);
+        assert_eq!(f.dropin, "[Service]\nExecStart=\n");
+
+        let bare = parse_facts(&format!("ID=alpine\n{SECTION}\n{SECTION}\n{SECTION}\n"));
+        assert_eq!(bare.os.id, "alpine");
+        assert_eq!(bare.dockerd, None);
+        assert!(!bare.socket_unit);
+        assert_eq!(bare.dropin, "");
+    }
 }

@@ -245,6 +245,17 @@ impl Session {
         Ok(output.stdout_text())
     }
 
+    /// Runs `script` as root with `sh -s`, the script on its stdin, so
+    /// nothing in it (a private key) appears on the host's command lines.
+    /// `shown` names the script in errors.
+    pub async fn sudo_script(&self, shown: &str, script: &str) -> Result<String, SshError> {
+        let output = self
+            .exec_with_input(&self.as_root("sh -s"), script.as_bytes())
+            .await?;
+        self.check(shown, !self.is_root(), &output)?;
+        Ok(output.stdout_text())
+    }
+
     /// The command line that runs `command` as root for this session's user.
     pub fn as_root(&self, command: &str) -> String {
         if self.is_root() {
