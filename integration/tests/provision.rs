@@ -360,6 +360,58 @@ fn a_failed_provisioning_is_kept_with_its_reason() {
 }
 
 #[test]
+fn a_dockerd_that_will_not_start_is_reported_as_such() {
+    let t = TestContext::new();
+    let (host, key, _keys) = start_host(Image::Docker);
+    let run = create_generic(
+        &t,
+        &host,
+        &key,
+        "badopt",
+        "root",
+        &[
+            "--engine-install-method",
+            "none",
+            "--engine-opt",
+            "no-such-dockerd-flag",
+        ],
+    );
+    let err = run.fails_with(1);
+    assert!(
+        err.contains("restarting Docker with the new configuration failed on machine `badopt`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("machine ssh badopt -- journalctl -u docker"),
+        "{err}"
+    );
+    // The hint's command shows dockerd's own complaint.
+    let journal = t.run(&[
+        "ssh",
+        "badopt",
+        "--",
+        "journalctl",
+        "-u",
+        "docker",
+        "--no-pager",
+        "-n",
+        "50",
+    ]);
+    assert!(
+        journal.ok().contains("no-such-dockerd-flag"),
+        "{}",
+        journal.stdout
+    );
+    let ls = t.run(&["ls", "--format", "{{.Name}}|{{.Error}}"]);
+    assert!(
+        ls.ok().starts_with("badopt|provisioning failed"),
+        "{}",
+        ls.stdout
+    );
+    t.run(&["rm", "-y", "badopt"]).ok();
+}
+
+#[test]
 fn a_changed_address_is_named_and_regenerate_certs_repairs_it() {
     let t = TestContext::new();
     let (host, key, _keys) = start_host(Image::Docker);
