@@ -29,6 +29,10 @@ pub enum Route {
     /// Announces the whole body in Content-Length, sends only the first
     /// `send` bytes, then closes the connection: a download cut midway.
     Cut { body: Vec<u8>, send: usize },
+    /// A paginated list, as GitHub serves one: the `page` query parameter
+    /// (from 1) picks the body, and a `Link: <…>; rel="next"` header names
+    /// the next page while there is one.
+    Pages { url: String, bodies: Vec<Vec<u8>> },
 }
 
 impl Route {
@@ -173,6 +177,38 @@ impl ReleaseServer {
     /// shape, and every asset at its download URL. Replaces what OWNER/REPO
     /// had.
     pub fn publish(&self, owner: &str, repo: &str, releases: &[ReleaseSpec]) {
+        let list = self.release_entries(owner, repo, releases);
+        let body = serde_json::to_vec_pretty(&list).expect("releases JSON");
+        self.route(&Self::releases_path(owner, repo), Route::ok(body));
+    }
+
+    /// [`ReleaseServer::publish`], with the list served in pages of
+    /// `page_size` releases linked by `Link` headers (whatever `per_page`
+    /// the client asks for, as a server may).
+    pub fn publish_paged(
+        &self,
+        owner: &str,
+        repo: &str,
+        releases: &[ReleaseSpec],
+        page_size: usize,
+    ) {
+        let list = self.release_entries(owner, repo, releases);
+        let bodies = list
+            .chunks(page_size)
+            .map(|page| serde_json::to_vec_pretty(page).expect("releases JSON"))
+            .collect();
+        let path = Self::releases_path(owner, repo);
+        let url = format!("{}{path}", self.api_url());
+        self.route(&path, Route::Pages { url, bodies });
+    }
+
+    /// The releases list's entries, and every asset routed at its URL.
+    fn release_entries(
+        &self,
+        owner: &str,
+        repo: &str,
+        releases: &[ReleaseSpec],
+    ) -> Vec<serde_json::Value> {
         let base = self.api_url();
         let mut list = Vec::new();
         for (i, r) in releases.iter().enumerate() {
@@ -199,8 +235,7 @@ impl ReleaseServer {
                 "assets": assets,
             }));
         }
-        let body = serde_json::to_vec_pretty(&list).expect("releases JSON");
-        self.route(&Self::releases_path(owner, repo), Route::ok(body));
+        list
     }
 
     /// Every request so far, oldest first.
@@ -287,6 +322,35 @@ fn serve(conn: TcpStream, state: &Mutex<State>) {
         headers: vec![("content-type".into(), "application/json".into())],
         body: br#"{"message":"Not Found"}"#.to_vec(),
     });
+    let page = path
+        .split_once('?')
+        .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("page=")))
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(1);
+    let route = match route {
+        Route::Pages { url, bodies } => {
+            let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+            if page < bodies.len() {
+                headers.push((
+                    "link".to_owned(),
+                    format!(
+                        "<{url}?per_page=100&page={}>; rel=\"next\", <{url}?per_page=100&page={}>; rel=\"last\"",
+                        page + 1,
+                        bodies.len()
+                    ),
+                ));
+            }
+            Route::Reply {
+                status: 200,
+                headers,
+                body: bodies
+                    .get(page.wrapping_sub(1))
+                    .cloned()
+                    .unwrap_or_else(|| b"[]".to_vec()),
+            }
+        }
+        other => other,
+    };
     let mut conn = conn;
     match route {
         Route::Reply {
@@ -314,6 +378,7 @@ fn serve(conn: TcpStream, state: &Mutex<State>) {
             let _ = conn.write_all(head.as_bytes());
             let _ = conn.write_all(&body[..send.min(body.len())]);
         }
+        Route::Pages { .. } => unreachable!("pages became a reply above"),
     }
     let _ = conn.flush();
     let _ = conn.shutdown(Shutdown::Both);

@@ -296,6 +296,55 @@ fn version_ranges_pick_the_matching_release() {
 }
 
 #[test]
+fn older_pages_of_the_releases_list_are_read_only_when_needed() {
+    let w = World::new();
+    let path = ReleaseServer::releases_path("acme", "none");
+    // Newest first, as GitHub lists them; two to a page, so 1.0.0 is on
+    // the third page.
+    let releases = [
+        w.release("3.0.0"),
+        ReleaseSpec::new("nightly-2"),
+        ReleaseSpec::new("nightly-1"),
+        w.release("2.0.0"),
+        w.release("1.0.0"),
+    ];
+    w.server.publish_paged("acme", "none", &releases, 2);
+
+    w.install(&[SOURCE]);
+    w.assert_installed("3.0.0");
+    assert_eq!(
+        w.server.requests_to(&path).len(),
+        1,
+        "the newest is on page 1"
+    );
+
+    w.install(&[&format!("{SOURCE}@1.0.0")]);
+    w.assert_installed("1.0.0");
+    let pages: Vec<String> = w
+        .server
+        .requests_to(&path)
+        .into_iter()
+        .skip(1)
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(pages.len(), 3, "{pages:?}");
+    assert!(pages[2].ends_with("page=3"), "{pages:?}");
+
+    let before = w.server.requests_to(&path).len();
+    let err = w.install_fails(&[&format!("{SOURCE}@^9")]);
+    assert!(
+        err.contains("no release of github.com/acme/none fits range ^9"),
+        "{err}"
+    );
+    assert_eq!(
+        w.server.requests_to(&path).len() - before,
+        3,
+        "every page was read before giving up"
+    );
+    w.assert_installed("1.0.0");
+}
+
+#[test]
 fn upgrade_installs_the_newest_release_within_the_recorded_range() {
     let w = World::new();
     w.publish(&[w.release("1.0.0")]);

@@ -166,9 +166,27 @@ impl Http {
         what: &str,
         limit: u64,
     ) -> Result<Vec<u8>, InstallError> {
+        Ok(self.get_page(url, token, what, limit).await?.0)
+    }
+
+    /// [`Http::get_small`] for one page of a paginated API list: also
+    /// returns the URL of the next page, from the `Link` header.
+    pub async fn get_page(
+        &self,
+        url: &str,
+        token: Option<&str>,
+        what: &str,
+        limit: u64,
+    ) -> Result<(Vec<u8>, Option<String>), InstallError> {
         let mut resp = self
             .send(url, token, "application/vnd.github+json", what)
             .await?;
+        let next = resp
+            .headers()
+            .get_all(reqwest::header::LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(next_link);
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(|e| InstallError::Interrupted {
             what: what.to_owned(),
@@ -185,7 +203,7 @@ impl Http {
                 });
             }
         }
-        Ok(body)
+        Ok((body, next))
     }
 
     /// Downloads `url` into `dest` (created new), at most `limit` bytes,
@@ -416,9 +434,39 @@ fn short(s: &str, max: usize) -> String {
     }
 }
 
+/// The `rel="next"` URL in a `Link` header (RFC 8288), as GitHub sends
+/// for paginated lists: `<URL>; rel="next", <URL>; rel="last"`.
+pub fn next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|part| {
+        let (target, params) = part.trim().split_once(';')?;
+        let url = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        params
+            .split(';')
+            .any(|p| {
+                p.trim()
+                    .strip_prefix("rel=")
+                    .map(|r| r.trim_matches('"'))
+                    .is_some_and(|r| r.split_whitespace().any(|r| r == "next"))
+            })
+            .then(|| url.to_owned())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_next_link() {
+        let h = r#"<https://api.github.com/repositories/1/releases?per_page=100&page=2>; rel="next", <https://api.github.com/repositories/1/releases?per_page=100&page=5>; rel="last""#;
+        assert_eq!(
+            next_link(h).as_deref(),
+            Some("https://api.github.com/repositories/1/releases?per_page=100&page=2")
+        );
+        let last_page = r#"<https://x/r?page=1>; rel="first", <https://x/r?page=4>; rel="prev""#;
+        assert_eq!(next_link(last_page), None);
+        assert_eq!(next_link("garbage"), None);
+    }
 
     #[tokio::test]
     async fn an_https_api_refuses_plain_http_files() {

@@ -27,8 +27,10 @@ pub const SIG_ASSET: &str = "SHA256SUMS.minisig";
 /// The author's minisign public key, trusted on first use.
 pub const PUBKEY_ASSET: &str = "minisign.pub";
 const ARCHIVE_SUFFIX: &str = ".tar.gz";
-/// Releases asked for in the one call (GitHub's maximum page size).
-const PER_PAGE: u32 = 100;
+/// Releases asked for per call (GitHub's maximum page size).
+pub const PER_PAGE: u32 = 100;
+/// Pages read at most, when the newest ones hold no release that fits.
+pub const MAX_PAGES: usize = 10;
 
 /// Which version to install.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -448,17 +450,11 @@ impl Api {
     /// The token, only for URLs on the API's own origin: it must not leak
     /// to download hosts (github.com serves assets from other hosts).
     pub fn token_for(&self, url: &str) -> Option<&str> {
-        let origin = |u: &str| -> Option<String> {
-            let parsed = reqwest::Url::parse(u).ok()?;
-            Some(format!(
-                "{}://{}:{}",
-                parsed.scheme(),
-                parsed.host_str()?,
-                parsed.port_or_known_default()?
-            ))
-        };
-        let same = origin(url).is_some_and(|o| Some(o) == origin(&self.base));
-        if same { self.token.as_deref() } else { None }
+        if self.same_origin(url) {
+            self.token.as_deref()
+        } else {
+            None
+        }
     }
 
     pub fn releases_url(&self, src: &Source) -> String {
@@ -468,27 +464,57 @@ impl Api {
         )
     }
 
-    /// The one API call: the newest releases of the repository.
-    pub async fn releases(&self, src: &Source) -> Result<Vec<Release>, InstallError> {
-        let url = self.releases_url(src);
-        let what = format!("the releases of {}", src.id());
-        let body = self
-            .http
-            .get_small(&url, self.token_for(&url), &what, 32 << 20)
-            .await
-            .map_err(|e| match e {
-                InstallError::Http {
-                    status: 404, url, ..
-                } => InstallError::RepoNotFound {
-                    source_: src.id(),
-                    url,
-                },
-                other => other,
-            })?;
-        serde_json::from_slice(&body).map_err(|e| InstallError::BadReply {
-            url,
-            reason: format!("the releases list is not the JSON GitHub sends: {e}"),
-        })
+    /// The repository's releases, newest first, one page (100) at a time
+    /// until `enough` says what was read so far will do, there are no
+    /// more, or [`MAX_PAGES`] were read. Usually the first page does: one
+    /// API call.
+    pub async fn releases(
+        &self,
+        src: &Source,
+        mut enough: impl FnMut(&[Release]) -> bool,
+    ) -> Result<Vec<Release>, InstallError> {
+        let mut url = self.releases_url(src);
+        let mut all: Vec<Release> = Vec::new();
+        for page in 1..=MAX_PAGES {
+            let what = match page {
+                1 => format!("the releases of {}", src.id()),
+                n => format!("page {n} of the releases of {}", src.id()),
+            };
+            let (body, next) = self
+                .http
+                .get_page(&url, self.token_for(&url), &what, 32 << 20)
+                .await
+                .map_err(|e| match e {
+                    InstallError::Http {
+                        status: 404, url, ..
+                    } => InstallError::RepoNotFound {
+                        source_: src.id(),
+                        url,
+                    },
+                    other => other,
+                })?;
+            let batch: Vec<Release> =
+                serde_json::from_slice(&body).map_err(|e| InstallError::BadReply {
+                    url: url.clone(),
+                    reason: format!("the releases list is not the JSON GitHub sends: {e}"),
+                })?;
+            all.extend(batch);
+            // Only the API's own pages are followed.
+            match next {
+                Some(n) if !enough(&all) && self.same_origin(&n) => url = n,
+                _ => break,
+            }
+        }
+        Ok(all)
+    }
+
+    fn same_origin(&self, url: &str) -> bool {
+        let origin = |u: &str| {
+            reqwest::Url::parse(u)
+                .ok()
+                .map(|p| p.origin().ascii_serialization())
+        };
+        origin(url).is_some() && origin(url) == origin(&self.base)
     }
 }
 

@@ -398,7 +398,7 @@ pub async fn install_github(
     let dir = Dir::open(store)?;
     let api = Api::from_env()?;
     ui::step(&format!("Looking up the releases of {}", src.spec()));
-    let releases = api.releases(src).await?;
+    let releases = api.releases(src, fits(src, opts.name.as_deref())).await?;
     let choice = choose(&api, src, &releases, opts.name.as_deref())?;
     let lock = lock::load(&dir.path)?;
     let name = choice.parsed.driver.clone();
@@ -426,6 +426,22 @@ pub async fn install_github(
         started.elapsed(),
     );
     Ok(Outcome::Installed { name, entry })
+}
+
+/// Whether releases read so far hold one to install: then no older page
+/// of the list is needed.
+fn fits<'a>(src: &'a Source, name: Option<&'a str>) -> impl FnMut(&[github::Release]) -> bool + 'a {
+    move |releases| {
+        github::select(
+            releases,
+            &src.request,
+            github::platform(),
+            APP_PROTOCOL_VERSIONS,
+            name,
+        )
+        .choice
+        .is_some()
+    }
 }
 
 /// The release to install, or why there is none; newer releases passed
@@ -478,6 +494,12 @@ fn choose(
             sel.not_matching,
             if sel.not_matching == 1 { "" } else { "s" },
             src.request
+        );
+    }
+    if releases.len() >= github::MAX_PAGES * github::PER_PAGE as usize {
+        details += &format!(
+            "\n  (only the newest {} releases were looked at)",
+            releases.len()
         );
     }
     let hint = if sel.skipped.is_empty() {
@@ -1015,7 +1037,7 @@ pub async fn upgrade(
     let src = Source::parse(&spec)?;
     let api = Api::from_env()?;
     ui::step(&format!("Looking up the releases of {}", src.spec()));
-    let releases = api.releases(&src).await?;
+    let releases = api.releases(&src, fits(&src, Some(name))).await?;
     let choice = choose(&api, &src, &releases, Some(name))?;
     let installed = semver::Version::parse(&entry.version).ok();
     if installed.as_ref().is_some_and(|v| *v >= choice.version) {
