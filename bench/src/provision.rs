@@ -768,30 +768,28 @@ fn container_part(
             cleanup.add(n);
         }
         let t0 = Instant::now();
-        let busy_before = host_busy();
-        let results: Vec<Result<Run, BoxError>> = std::thread::scope(|s| {
-            let handles: Vec<_> = names
-                .iter()
-                .map(|n| {
-                    let image = &image;
-                    s.spawn(move || {
-                        m.run(
-                            &["create", "-d", "container", "--container-image", image, n],
-                            &[],
-                        )
+        let (results, cpu) = busy_during(|| -> Vec<Result<Run, BoxError>> {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = names
+                    .iter()
+                    .map(|n| {
+                        let image = &image;
+                        s.spawn(move || {
+                            m.run(
+                                &["create", "-d", "container", "--container-image", image, n],
+                                &[],
+                            )
+                        })
                     })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into())))
-                .collect()
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into())))
+                    .collect()
+            })
         });
         let wall = t0.elapsed();
-        if let (Some(after), Some(before)) = (host_busy(), busy_before) {
-            fig.at_once_cpu
-                .push(after.saturating_sub(before) / opts.at_once as u32);
-        }
+        fig.at_once_cpu.extend(cpu.map(|c| c / opts.at_once as u32));
         let mut round_runs = Vec::new();
         let mut failure = None;
         for (n, r) in names.iter().zip(results) {

@@ -322,13 +322,19 @@ fn serve(conn: TcpStream, state: &Mutex<State>) {
         headers: vec![("content-type".into(), "application/json".into())],
         body: br#"{"message":"Not Found"}"#.to_vec(),
     });
-    let page = path
-        .split_once('?')
-        .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("page=")))
-        .and_then(|n| n.parse::<usize>().ok())
-        .unwrap_or(1);
-    let route = match route {
+    let mut conn = conn;
+    match route {
+        Route::Reply {
+            status,
+            headers,
+            body,
+        } => write_reply(&mut conn, status, &headers, &body),
         Route::Pages { url, bodies } => {
+            let page = path
+                .split_once('?')
+                .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("page=")))
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(1);
             let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
             if page < bodies.len() {
                 headers.push((
@@ -340,35 +346,10 @@ fn serve(conn: TcpStream, state: &Mutex<State>) {
                     ),
                 ));
             }
-            Route::Reply {
-                status: 200,
-                headers,
-                body: bodies
-                    .get(page.wrapping_sub(1))
-                    .cloned()
-                    .unwrap_or_else(|| b"[]".to_vec()),
-            }
-        }
-        other => other,
-    };
-    let mut conn = conn;
-    match route {
-        Route::Reply {
-            status,
-            headers,
-            body,
-        } => {
-            let mut head = format!(
-                "HTTP/1.1 {status} {}\r\nContent-Length: {}\r\nConnection: close\r\n",
-                reason(status),
-                body.len()
-            );
-            for (k, v) in headers {
-                head.push_str(&format!("{k}: {v}\r\n"));
-            }
-            head.push_str("\r\n");
-            let _ = conn.write_all(head.as_bytes());
-            let _ = conn.write_all(&body);
+            let body = bodies
+                .get(page.wrapping_sub(1))
+                .map_or(&b"[]"[..], Vec::as_slice);
+            write_reply(&mut conn, 200, &headers, body);
         }
         Route::Cut { body, send } => {
             let head = format!(
@@ -378,10 +359,23 @@ fn serve(conn: TcpStream, state: &Mutex<State>) {
             let _ = conn.write_all(head.as_bytes());
             let _ = conn.write_all(&body[..send.min(body.len())]);
         }
-        Route::Pages { .. } => unreachable!("pages became a reply above"),
     }
     let _ = conn.flush();
     let _ = conn.shutdown(Shutdown::Both);
+}
+
+fn write_reply(conn: &mut TcpStream, status: u16, headers: &[(String, String)], body: &[u8]) {
+    let mut head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        reason(status),
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let _ = conn.write_all(head.as_bytes());
+    let _ = conn.write_all(body);
 }
 
 /// This machine's platform as asset names spell it (Go's GOOS/GOARCH).

@@ -457,6 +457,19 @@ impl Api {
         }
     }
 
+    /// GETs a small file at `url` (an asset), sending the token only if
+    /// `url` is on the API's own host.
+    pub async fn get_small(
+        &self,
+        url: &str,
+        what: &str,
+        limit: u64,
+    ) -> Result<Vec<u8>, InstallError> {
+        self.http
+            .get_small(url, self.token_for(url), what, limit)
+            .await
+    }
+
     pub fn releases_url(&self, src: &Source) -> String {
         format!(
             "{}/repos/{}/{}/releases?per_page={PER_PAGE}",

@@ -562,10 +562,8 @@ async fn install_choice(
     };
     let sums_url = &sums_asset.browser_download_url;
     let sums = api
-        .http
         .get_small(
             sums_url,
-            api.token_for(sums_url),
             &format!("SHA256SUMS of release {tag}"),
             SUMS_LIMIT,
         )
@@ -745,13 +743,7 @@ async fn check_signature(
     } else if let Some(pub_asset) = choice.release.asset(github::PUBKEY_ASSET) {
         let url = &pub_asset.browser_download_url;
         let text = api
-            .http
-            .get_small(
-                url,
-                api.token_for(url),
-                &format!("minisign.pub of release {tag}"),
-                SIG_LIMIT,
-            )
+            .get_small(url, &format!("minisign.pub of release {tag}"), SIG_LIMIT)
             .await?;
         let text = String::from_utf8_lossy(&text);
         let k = PublicKey::parse(&text).map_err(|reason| InstallError::BadPublicKey {
@@ -780,10 +772,8 @@ async fn check_signature(
     };
     let url = &sig_asset.browser_download_url;
     let sig = api
-        .http
         .get_small(
             url,
-            api.token_for(url),
             &format!("SHA256SUMS.minisig of release {tag}"),
             SIG_LIMIT,
         )
