@@ -9,6 +9,7 @@
 
 pub mod hosts;
 pub mod release_server;
+pub mod terminal;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

@@ -12,8 +12,9 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -29,6 +30,14 @@ pub enum Route {
     /// Announces the whole body in Content-Length, sends only the first
     /// `send` bytes, then closes the connection: a download cut midway.
     Cut { body: Vec<u8>, send: usize },
+    /// Announces the whole body, sends the first `send` bytes, then holds
+    /// the rest back until `gate` opens: a download the test can watch
+    /// part-way through.
+    Held {
+        body: Vec<u8>,
+        send: usize,
+        gate: Gate,
+    },
     /// A paginated list, as GitHub serves one: the `page` query parameter
     /// (from 1) picks the body, and a `Link: <…>; rel="next"` header names
     /// the next page while there is one.
@@ -42,6 +51,36 @@ impl Route {
             headers: Vec::new(),
             body: body.into(),
         }
+    }
+}
+
+/// Holds back the rest of a [`Route::Held`] body until opened. Clones
+/// share the gate.
+#[derive(Debug, Clone, Default)]
+pub struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+impl Gate {
+    /// How long a held response waits at most, so that a test that fails
+    /// before opening the gate does not leave a server thread behind.
+    const LIMIT: Duration = Duration::from_secs(120);
+
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn open(&self) {
+        let (open, cv) = &*self.0;
+        *open.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cv.notify_all();
+    }
+
+    /// Waits until the gate is open, or [`Gate::LIMIT`] has passed.
+    fn wait(&self) {
+        let (open, cv) = &*self.0;
+        let guard = open.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = cv
+            .wait_timeout_while(guard, Self::LIMIT, |open| !*open)
+            .unwrap_or_else(|e| e.into_inner());
     }
 }
 
@@ -352,16 +391,27 @@ fn serve(conn: TcpStream, state: &Mutex<State>) {
             write_reply(&mut conn, 200, &headers, body);
         }
         Route::Cut { body, send } => {
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = conn.write_all(head.as_bytes());
+            write_head(&mut conn, body.len());
             let _ = conn.write_all(&body[..send.min(body.len())]);
+        }
+        Route::Held { body, send, gate } => {
+            let (first, rest) = body.split_at(send.min(body.len()));
+            write_head(&mut conn, body.len());
+            let _ = conn.write_all(first);
+            let _ = conn.flush();
+            gate.wait();
+            let _ = conn.write_all(rest);
         }
     }
     let _ = conn.flush();
     let _ = conn.shutdown(Shutdown::Both);
+}
+
+/// A 200 head announcing `len` bytes, for the routes that then send less
+/// or pause.
+fn write_head(conn: &mut TcpStream, len: usize) {
+    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n");
+    let _ = conn.write_all(head.as_bytes());
 }
 
 fn write_reply(conn: &mut TcpStream, status: u16, headers: &[(String, String)], body: &[u8]) {

@@ -11,9 +11,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use machine_integration::release_server::{
-    Entry, ReleaseServer, ReleaseSpec, Route, asset_name, driver_archive, sha256_hex, sha256sums,
-    tar_gz,
+    Entry, Gate, ReleaseServer, ReleaseSpec, Route, asset_name, driver_archive, sha256_hex,
+    sha256sums, tar_gz,
 };
+use machine_integration::terminal::Terminal;
 use machine_integration::{Run, TestContext};
 
 const LEFT: Duration = Duration::from_secs(5);
@@ -444,20 +445,31 @@ fn releases_without_an_archive_for_this_platform_are_skipped() {
             )
             .with_sums()
     };
+    // Nothing fits: refused before any download, with nothing installed...
     w.publish(&[elsewhere("2.0.0")]);
     let err = w.install_fails(&[SOURCE]);
     assert!(
         err.contains("no release of github.com/acme/none fits"),
         "{err}"
     );
+    assert!(!w.drivers_dir().join("lock.json").exists());
+    w.assert_clean();
+    // ... and with a version installed, which stays.
+    w.publish(&[w.release("0.9.0")]);
+    w.install(&[SOURCE]);
+    w.publish(&[elsewhere("2.0.0")]);
+    let err = w.install_fails(&[SOURCE, "--force"]);
+    assert!(
+        err.contains("no release of github.com/acme/none fits"),
+        "{err}"
+    );
+    w.assert_installed("0.9.0");
     assert!(
         err.contains("release v2.0.0: no archive for linux/amd64 (it has plan9/mips)")
             || !cfg!(all(target_os = "linux", target_arch = "x86_64")),
         "{err}"
     );
     assert!(err.contains("ask the author to publish"), "{err}");
-    assert!(!w.drivers_dir().join("lock.json").exists());
-    w.assert_clean();
 
     // An older release that has one is chosen, and the skip is mentioned.
     w.publish(&[elsewhere("2.0.0"), w.release("1.0.0")]);
@@ -625,6 +637,7 @@ fn oversized_archives_are_refused() {
 fn the_rate_limit_says_to_set_a_token_and_the_token_is_sent() {
     let w = World::new();
     w.publish(&[w.release("1.0.0")]);
+    w.install(&[SOURCE]);
     let releases = ReleaseServer::releases_path("acme", "none");
     let reset = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -654,7 +667,7 @@ fn the_rate_limit_says_to_set_a_token_and_the_token_is_sent() {
     );
     assert!(err.contains("it resets in 10 min"), "{err}");
     assert!(err.contains("set MACHINE_GITHUB_TOKEN"), "{err}");
-    w.assert_clean();
+    w.assert_installed("1.0.0");
 
     // With a token: sent as a bearer token, and the advice changes.
     let run = w.t.run_env(
@@ -686,7 +699,7 @@ fn the_rate_limit_says_to_set_a_token_and_the_token_is_sent() {
     w.publish(&[w.release("1.0.0")]);
     let before = w.server.requests().len();
     w.t.run_env(
-        &["driver", "install", SOURCE],
+        &["driver", "install", SOURCE, "--force"],
         &[("MACHINE_GITHUB_TOKEN", "tok-123")],
     )
     .ok();
@@ -784,6 +797,143 @@ fn a_download_cut_midway_leaves_the_old_version_and_no_files() {
     );
     assert!(err.contains("changed or deleted"), "{err}");
     w.assert_installed("1.0.0");
+}
+
+/// The progress bar's line for `asset` on a terminal: `\r`, the name,
+/// `[###   ]`, and the percentage, which it returns.
+fn bar_percentages(shown: &str, asset: &str) -> Vec<u32> {
+    shown
+        .split('\r')
+        .filter_map(|line| {
+            let rest = line.strip_prefix(asset)?.strip_prefix(" [")?;
+            let (bar, after) = rest.split_once("] ")?;
+            if !bar.chars().all(|c| c == '#' || c == ' ') {
+                return None;
+            }
+            after.trim_start().split_once('%')?.0.parse().ok()
+        })
+        .collect()
+}
+
+#[test]
+fn a_terminal_shows_the_download_as_a_progress_bar() {
+    let w = World::new();
+    let release = w.release("1.0.0");
+    let asset = asset_name("none", "1.0.0", 1);
+    let archive = release.data(&asset).unwrap().to_vec();
+    w.publish(&[release]);
+    // Half the archive, then nothing until the test has seen the bar.
+    let gate = Gate::new();
+    w.server.route(
+        &w.archive_path("1.0.0"),
+        Route::Held {
+            body: archive.clone(),
+            send: archive.len() / 2,
+            gate: gate.clone(),
+        },
+    );
+    let mut cmd = w.t.command(&["driver", "install", SOURCE]);
+    cmd.env("TERM", "xterm");
+    let term = Terminal::spawn(cmd);
+    let limit = Duration::from_secs(60);
+    // While the rest is held back the bar shows the half that came (a
+    // stalled download is redrawn too, not left at its first figure).
+    let shown = term.wait_for("the bar at half", limit, |s| {
+        bar_percentages(s, &asset)
+            .iter()
+            .any(|p| (45..100).contains(p))
+    });
+    let total = format!("/ {:.1} MiB", archive.len() as f64 / (1 << 20) as f64);
+    assert!(shown.contains(&total), "the bar names the total: {shown:?}");
+    gate.open();
+    let (status, shown) = term.finish(limit);
+    assert!(status.success(), "{status}: {shown}");
+    let drawn = bar_percentages(&shown, &asset);
+    assert_eq!(drawn.last(), Some(&100), "{shown:?}");
+    assert!(
+        shown.contains(&format!("{asset} [{}] 100%", "#".repeat(24))),
+        "{shown:?}"
+    );
+    // The line that stands in for the bar off a terminal is not printed.
+    assert!(!shown.contains("Downloading "), "{shown:?}");
+    w.assert_installed("1.0.0");
+
+    // Off a terminal: one line saying what is fetched, and no redraws.
+    w.publish(&[w.release("1.0.0")]);
+    let run = w.install(&[SOURCE, "--force"]);
+    assert!(
+        run.stderr
+            .contains(&format!("Downloading {asset} ({}", &total[2..])),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains('\r'), "{:?}", run.stderr);
+    assert!(bar_percentages(&run.stderr, &asset).is_empty());
+    w.assert_installed("1.0.0");
+}
+
+#[test]
+fn a_release_whose_binary_is_not_a_working_driver_is_refused() {
+    let w = World::new();
+    w.publish(&[w.release("1.0.0")]);
+    w.install(&[SOURCE]);
+    let fault = std::fs::read(w.t.bin.join("machine-driver-fault")).expect("fault driver built");
+    let asset = asset_name("none", "1.1.0", 1);
+    let release = |archive: Vec<u8>| {
+        ReleaseSpec::new("v1.1.0")
+            .asset(&asset, archive)
+            .with_sums()
+    };
+    let cases = [
+        (
+            // Verified and safe to unpack, but it does not start as a driver.
+            driver_archive("none", NOT_A_BINARY),
+            vec![
+                format!(
+                    "the binary in {asset} (release v1.1.0) does not work as a driver, so it was not installed"
+                ),
+                "exited with status 1 before it finished the plugin handshake".to_owned(),
+                "tell the driver's author".to_owned(),
+            ],
+        ),
+        (
+            // A working driver, but another one.
+            driver_archive("none", &fault),
+            vec![format!(
+                "the binary in {asset} (release v1.1.0) does not work as a driver, so it was not installed: it calls itself `fault`, but the file is for driver `none`"
+            )],
+        ),
+        (
+            tar_gz(&[Entry::File {
+                path: "README.md".into(),
+                data: b"no binary here\n".to_vec(),
+                mode: 0o644,
+            }]),
+            vec![
+                format!("{asset} from release v1.1.0 was refused"),
+                "it has no file named `machine-driver-none`".to_owned(),
+                "README.md".to_owned(),
+                "the archive must hold the binary machine-driver-none".to_owned(),
+            ],
+        ),
+        (
+            b"this is not gzip".to_vec(),
+            vec![
+                format!("{asset} from release v1.1.0 was refused"),
+                "it is not a valid .tar.gz".to_owned(),
+            ],
+        ),
+    ];
+    for (archive, wants) in cases {
+        w.publish(&[release(archive)]);
+        let err = w.install_fails(&[SOURCE]);
+        for want in &wants {
+            assert!(err.contains(want.as_str()), "{err}\nwanted: {want}");
+        }
+        // The previous version is still the one in place, and it works.
+        w.assert_installed("1.0.0");
+        assert_eq!(std::fs::read(w.installed_binary()).unwrap(), w.binary);
+    }
 }
 
 /// A minisign key pair, its public key as base64 and as minisign.pub.

@@ -259,8 +259,20 @@ impl Http {
         let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
         let mut progress = Progress::start(what, total);
         let mut got: u64 = 0;
+        // Redraws also while no data arrives, so a stalled download shows
+        // what it has and a falling rate rather than a stale figure.
+        let mut tick = tokio::time::interval(Progress::REDRAW);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let chunk = match resp.chunk().await {
+            // `chunk` is cancel-safe: it only returns data it has taken.
+            let next = tokio::select! {
+                next = resp.chunk() => next,
+                _ = tick.tick(), if progress.tty => {
+                    progress.update(got);
+                    continue;
+                }
+            };
+            let chunk = match next {
                 Ok(Some(c)) => c,
                 Ok(None) => break,
                 Err(e) => {
@@ -341,6 +353,9 @@ struct Progress {
 }
 
 impl Progress {
+    /// Ten redraws a second are plenty, and cheap on slow terminals.
+    const REDRAW: Duration = Duration::from_millis(100);
+
     fn start(label: &str, total: Option<u64>) -> Self {
         let tty =
             std::io::stderr().is_terminal() && std::env::var("TERM").map_or(true, |t| t != "dumb");
@@ -364,11 +379,7 @@ impl Progress {
         if !self.tty {
             return;
         }
-        // Ten redraws a second are plenty, and cheap on slow terminals.
-        if self
-            .last
-            .is_some_and(|l| l.elapsed() < Duration::from_millis(100))
-        {
+        if self.last.is_some_and(|l| l.elapsed() < Self::REDRAW) {
             return;
         }
         self.last = Some(Instant::now());
