@@ -274,6 +274,8 @@ fn version_ranges_pick_the_matching_release() {
         ("^1", "1.2.0"),
         ("~1.1", "1.1.0"),
         (">=1.0.0, <1.1.0", "1.0.0"),
+        // As the hint for a broken release suggests.
+        ("<1.2.0", "1.1.0"),
         ("v2.0.0", "2.0.0"),
         ("1.1.0", "1.1.0"),
         ("2.1.0-rc.1", "2.1.0-rc.1"),
@@ -893,7 +895,7 @@ fn a_release_whose_binary_is_not_a_working_driver_is_refused() {
                     "the binary in {asset} (release v1.1.0) does not work as a driver, so it was not installed"
                 ),
                 "exited with status 1 before it finished the plugin handshake".to_owned(),
-                "tell the driver's author".to_owned(),
+                "tell the driver's author; an earlier release may work: machine driver install 'github.com/acme/none@<1.1.0'".to_owned(),
             ],
         ),
         (

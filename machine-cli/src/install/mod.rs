@@ -644,8 +644,20 @@ async fn install_choice(
 
     // 6. Does it work, and is it what the archive says?
     let what = format!("the binary in {} (release {tag})", asset.name);
-    let (protocol, reported) =
-        check_binary(name, &binary, &what, Some(choice.parsed.protocol), debug).await?;
+    let author = format!(
+        "tell the driver's author; an earlier release may work: machine driver install '{}@<{}'",
+        src.id(),
+        choice.version
+    );
+    let (protocol, reported) = check_binary(
+        name,
+        &binary,
+        &what,
+        &author,
+        Some(choice.parsed.protocol),
+        debug,
+    )
+    .await?;
     if semver::Version::parse(&reported).ok().as_ref() != Some(&choice.version) {
         ui::warn(&format!(
             "the driver in release {tag} reports version {reported}; the lock records the release's version {}",
@@ -813,11 +825,13 @@ fn start_timeout() -> Duration {
 /// Starts the binary as the CLI will (handshake, health, `GetInfo`),
 /// checks that it calls itself `name` (and speaks `protocol`, when the
 /// archive says which), ends it, and returns the protocol it chose and the
-/// version it reports.
+/// version it reports. `author` is the hint for a binary that does not
+/// work.
 async fn check_binary(
     name: &str,
     binary: &Path,
     what: &str,
+    author: &str,
     protocol: Option<u32>,
     debug: bool,
 ) -> Result<(u32, String)> {
@@ -826,8 +840,6 @@ async fn check_binary(
         error,
         hint: hint.to_owned(),
     };
-    let author =
-        "tell the driver's author; `machine driver info PATH` on the binary shows the same error";
     let socket_dir =
         driver_host::make_socket_dir().map_err(|e| fail(e.to_string(), "check /tmp"))?;
     let limit = start_timeout();
@@ -963,8 +975,15 @@ pub async fn install_path(
     let copy = work.path().join(format!("{BINARY_PREFIX}{name}"));
     std::fs::copy(&file, &copy).map_err(io("copy", &file))?;
     // The version is the one the driver reports: there is no release.
-    let (protocol, version) =
-        check_binary(&name, &copy, &file.display().to_string(), None, debug).await?;
+    let (protocol, version) = check_binary(
+        &name,
+        &copy,
+        &file.display().to_string(),
+        "run `machine driver info PATH` on the binary to see the same error, and `-D` for its log",
+        None,
+        debug,
+    )
+    .await?;
     let entry = Entry {
         source,
         requested: None,
