@@ -1,11 +1,14 @@
-//! Runs a command with its stderr on a pseudo-terminal, for the tests of
-//! what `machine` draws only on a terminal (the download progress bar).
-//! The test watches the output as it arrives and can wait for a given
-//! state of it, so it never has to guess with sleeps.
+//! Runs a command on a pseudo-terminal, for the tests of what `machine`
+//! does only on a terminal: the download progress bar (stderr on the
+//! terminal) and `machine ssh`'s interactive session (all three streams,
+//! as the command's controlling terminal, so it can be typed into and
+//! resized). The test watches the output as it arrives and can wait for a
+//! given state of it, so it never has to guess with sleeps.
 
 use std::fs::File;
-use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -18,28 +21,59 @@ struct Screen {
     closed: bool,
 }
 
-/// A child process whose stderr is a pseudo-terminal.
+/// A child process on a pseudo-terminal.
 #[derive(Debug)]
 pub struct Terminal {
     child: Child,
+    /// The master end, for typing and resizing.
+    master: File,
     screen: Arc<(Mutex<Screen>, Condvar)>,
     reader: Option<JoinHandle<()>>,
 }
 
 impl Terminal {
-    /// Starts `cmd` with stderr on a new pseudo-terminal and stdout piped
+    /// Starts `cmd` with stderr on a new pseudo-terminal and stdout thrown
     /// away (data, not for the screen).
     pub fn spawn(mut cmd: Command) -> Self {
-        let (master, slave) = open_pty();
+        let (master, slave) = open_pty(80, 24);
         cmd.stderr(Stdio::from(slave)).stdout(Stdio::null());
+        Self::start(cmd, master)
+    }
+
+    /// Starts `cmd` in a new session whose controlling terminal is a new
+    /// pseudo-terminal of `cols` × `rows`, with stdin, stdout and stderr
+    /// all on it, as in a terminal window.
+    pub fn interactive(mut cmd: Command, cols: u16, rows: u16) -> Self {
+        let (master, slave) = open_pty(cols, rows);
+        let out = slave.try_clone().expect("dup the terminal");
+        let err = slave.try_clone().expect("dup the terminal");
+        cmd.stdin(Stdio::from(slave))
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err));
+        // SAFETY: setsid and ioctl are async-signal-safe, and the closure
+        // touches nothing else of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Self::start(cmd, master)
+    }
+
+    fn start(mut cmd: Command, master: OwnedFd) -> Self {
         let child = cmd.spawn().expect("start the command on a terminal");
         // The Command holds the slave end; without dropping it the master
         // never sees the end of output.
         drop(cmd);
+        let master = File::from(master);
+        let reading = master.try_clone().expect("dup the terminal's master");
         let screen = Arc::new((Mutex::new(Screen::default()), Condvar::new()));
         let reader = {
             let screen = screen.clone();
-            let mut master = File::from(master);
+            let mut master = reading;
             std::thread::spawn(move || {
                 let mut buf = [0u8; 4096];
                 loop {
@@ -59,9 +93,38 @@ impl Terminal {
         };
         Self {
             child,
+            master,
             screen,
             reader: Some(reader),
         }
+    }
+
+    /// Types `text` into the terminal.
+    pub fn type_in(&mut self, text: &str) {
+        self.master
+            .write_all(text.as_bytes())
+            .expect("write to the terminal");
+    }
+
+    /// Changes the window size, as a terminal emulator does when its window
+    /// is resized (the foreground process gets SIGWINCH).
+    pub fn resize(&self, cols: u16, rows: u16) {
+        let ws = winsize(cols, rows);
+        // SAFETY: TIOCSWINSZ reads one winsize through the pointer.
+        let rc = unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        assert_eq!(rc, 0, "resize: {}", std::io::Error::last_os_error());
+    }
+
+    /// The terminal's local modes (`c_lflag`: ICANON, ECHO, ...) as the
+    /// command left them.
+    pub fn local_modes(&self) -> libc::tcflag_t {
+        // SAFETY: termios is plain data; tcgetattr fills it in.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        // On Linux the master reports the pair's settings.
+        // SAFETY: a valid descriptor and a valid pointer.
+        let rc = unsafe { libc::tcgetattr(self.master.as_raw_fd(), &mut t) };
+        assert_eq!(rc, 0, "tcgetattr: {}", std::io::Error::last_os_error());
+        t.c_lflag
     }
 
     /// Everything shown so far, as text.
@@ -105,7 +168,7 @@ impl Terminal {
     /// Waits for the command to finish (killing it after `limit`) and
     /// returns its status and everything it showed.
     #[track_caller]
-    pub fn finish(mut self, limit: Duration) -> (ExitStatus, String) {
+    pub fn finish(&mut self, limit: Duration) -> (ExitStatus, String) {
         // The output ends when the last holder of the terminal, the command
         // or anything it left running, closes it.
         let shown = self.wait_until(limit, |s| s.closed);
@@ -134,18 +197,28 @@ impl Drop for Terminal {
     }
 }
 
-/// A new pseudo-terminal pair: (master, slave).
-fn open_pty() -> (OwnedFd, OwnedFd) {
+fn winsize(cols: u16, rows: u16) -> libc::winsize {
+    libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    }
+}
+
+/// A new pseudo-terminal pair of `cols` × `rows`: (master, slave).
+fn open_pty(cols: u16, rows: u16) -> (OwnedFd, OwnedFd) {
     let (mut master, mut slave) = (-1, -1);
+    let ws = winsize(cols, rows);
     // SAFETY: openpty writes two descriptors into the pointed-to ints and
-    // reads nothing else (null name, termios and window size are allowed).
+    // reads the window size (null name and termios are allowed).
     let rc = unsafe {
         libc::openpty(
             &mut master,
             &mut slave,
             std::ptr::null_mut(),
             std::ptr::null(),
-            std::ptr::null(),
+            &ws,
         )
     };
     assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());

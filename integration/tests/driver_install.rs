@@ -836,7 +836,7 @@ fn a_terminal_shows_the_download_as_a_progress_bar() {
     );
     let mut cmd = w.t.command(&["driver", "install", SOURCE]);
     cmd.env("TERM", "xterm");
-    let term = Terminal::spawn(cmd);
+    let mut term = Terminal::spawn(cmd);
     let limit = Duration::from_secs(60);
     // While the rest is held back the bar shows the half that came (a
     // stalled download is redrawn too, not left at its first figure).

@@ -4,7 +4,10 @@
 
 use std::process::{Command, Stdio};
 
+use std::time::Duration;
+
 use machine_integration::hosts::{Image, SECOND_ADDRESS, TestHost, test_key_pair};
+use machine_integration::terminal::Terminal;
 use machine_integration::{Run, TestContext};
 
 /// A test host that trusts a fresh key pair; the key's directory lives as
@@ -221,6 +224,8 @@ fn generic_on_a_host_with_docker_as_a_sudo_user() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "PIPED INPUT\n");
 
+    interactive_ssh_in_a_terminal(&t, "ready");
+
     // regenerate-certs: new certificate, Docker still answers.
     let before = std::fs::read(t.store_path().join("machines/ready/server.pem")).unwrap();
     t.run(&["regenerate-certs", "-f", "ready"]).ok();
@@ -244,6 +249,66 @@ fn generic_on_a_host_with_docker_as_a_sudo_user() {
 
     t.run(&["rm", "-y", "ready"]).ok();
     assert!(t.run(&["ls", "-q"]).ok().is_empty());
+}
+
+/// `machine ssh NAME` typed into a terminal window: a login shell on a
+/// remote PTY of the window's size and type, which follows resizes; the
+/// local terminal in raw mode meanwhile and restored after; the shell's
+/// exit status as `machine`'s.
+fn interactive_ssh_in_a_terminal(t: &TestContext, name: &str) {
+    let limit = Duration::from_secs(30);
+    let mut cmd = t.command(&["ssh", name]);
+    cmd.env("TERM", "xterm-256color");
+    let mut term = Terminal::interactive(cmd, 100, 30);
+    let cooked = libc::ICANON | libc::ECHO | libc::ISIG;
+    // bash's prompt for a user: the login shell is up.
+    term.wait_for("the shell's prompt", limit, |s| s.contains("$ "));
+    assert_eq!(
+        term.local_modes() & cooked,
+        0,
+        "the local terminal is raw during the session"
+    );
+    term.type_in("echo \"[$(tty) $TERM $(stty size)]\"\n");
+    let shown = term.wait_for("the remote terminal", limit, |s| s.contains("[/dev/pts/"));
+    assert!(
+        shown.contains(" xterm-256color 30 100]"),
+        "the remote PTY has the window's type and size: {shown:?}"
+    );
+
+    // A resize reaches the remote PTY. The signal and the typed command
+    // travel separately, so ask until the answer changes.
+    term.resize(120, 40);
+    // What `echo "<sizeN:$(stty size)>"` printed (not its echo as typed).
+    let answer = |shown: &str, marker: &str| {
+        shown.split(marker).skip(1).find_map(|rest| {
+            let (size, _) = rest.split_once('>')?;
+            size.chars()
+                .all(|c| c.is_ascii_digit() || c == ' ')
+                .then(|| size.to_owned())
+        })
+    };
+    for asked in 1.. {
+        let marker = format!("<size{asked}:");
+        term.type_in(&format!("echo \"{marker}$(stty size)>\"\n"));
+        let shown = term.wait_for("the remote size", limit, |s| answer(s, &marker).is_some());
+        match answer(&shown, &marker).as_deref() {
+            Some("40 120") => break,
+            Some("30 100") if asked < 50 => {}
+            other => panic!(
+                "the remote size never became 40 120 ({other:?}); the terminal's last lines: {:?}",
+                &shown[shown.char_indices().rev().nth(600).map_or(0, |(i, _)| i)..]
+            ),
+        }
+    }
+
+    term.type_in("exit 7\n");
+    let (status, shown) = term.finish(limit);
+    assert_eq!(status.code(), Some(7), "{shown:?}");
+    assert_eq!(
+        term.local_modes() & cooked,
+        cooked,
+        "the local terminal is restored after the session"
+    );
 }
 
 #[test]
