@@ -5,6 +5,7 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
+use machine_integration::terminal::Terminal;
 use machine_integration::{Run, TestContext};
 
 const LEFT: Duration = Duration::from_secs(5);
@@ -778,4 +779,51 @@ fn completion_scripts_for_every_shell() {
         let run = t.run(&["completion", shell]);
         assert!(run.ok().contains(needle), "{shell}: {}", run.stdout);
     }
+}
+
+/// Colour on stderr only on a terminal without NO_COLOR; stdout (data)
+/// never has any.
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    let t = TestContext::new();
+    let limit = Duration::from_secs(30);
+    let args = ["create", "-d", "none", "--url", "tcp://127.0.0.1:1", "m"];
+    let on_terminal = |args: &[&str], no_color: Option<&str>| {
+        let mut cmd = t.command(args);
+        cmd.env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            cmd.env("NO_COLOR", v);
+        }
+        let mut term = Terminal::spawn(cmd);
+        term.finish(limit)
+    };
+
+    let (status, shown) = on_terminal(&args, None);
+    assert!(status.success(), "{shown}");
+    assert!(shown.contains("\x1b[1;36m==>\x1b[0m"), "{shown:?}");
+    let (status, shown) = on_terminal(&["inspect", "nosuch"], None);
+    assert!(!status.success());
+    assert!(shown.contains("\x1b[1;31merror:\x1b[0m"), "{shown:?}");
+    // An empty NO_COLOR is unset, as no-color.org says.
+    let (_, shown) = on_terminal(&["inspect", "nosuch"], Some(""));
+    assert!(shown.contains("\x1b[1;31merror:"), "{shown:?}");
+
+    let (status, shown) = on_terminal(&["inspect", "nosuch"], Some("1"));
+    assert!(!status.success());
+    assert!(
+        shown.contains("error:") && !shown.contains('\x1b'),
+        "{shown:?}"
+    );
+
+    // Not a terminal: plain, NO_COLOR or not.
+    let mut cmd = t.command(&["inspect", "nosuch"]);
+    cmd.env_remove("NO_COLOR");
+    let run = Run::from(cmd.output().unwrap());
+    let err = run.fails_with(1);
+    assert!(err.contains("error:") && !err.contains('\x1b'), "{err:?}");
+    let mut cmd = t.command(&["ls"]);
+    cmd.env_remove("NO_COLOR");
+    let ls = Run::from(cmd.output().unwrap());
+    assert!(!ls.ok().contains('\x1b'), "{:?}", ls.stdout);
+    t.run(&["rm", "-y", "m"]).ok();
 }
