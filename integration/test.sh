@@ -11,10 +11,11 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # System packages the tests need: the shells whose `machine env` output the
 # tests run through a real interpreter (PowerShell is not in Debian, so its
 # test says SKIPPED), ps for reports of leftover processes, a real OpenSSH
-# server for the SSH client's tests, and openssl to read certificates.
+# server for the SSH client's tests, openssl to read certificates, and sshfs
+# (with fuse3's fusermount3) for `machine mount`.
 # Docker, debootstrap, QEMU and the test-host and VM images come from
 # hosts/setup.sh.
-PACKAGES=(ca-certificates procps zsh ksh fish tcsh emacs-nox openssh-server openssl)
+PACKAGES=(ca-certificates procps zsh ksh fish tcsh emacs-nox openssh-server openssl sshfs)
 export MACHINE_TEST_REQUIRE_SHELLS=sh,bash,dash,zsh,ksh,fish,tcsh,csh,emacs
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use machine_integration::hosts::{Image, SECOND_ADDRESS, TestHost, test_key_pair};
 use machine_integration::terminal::Terminal;
-use machine_integration::{Run, TestContext};
+use machine_integration::{Run, TestContext, assert_nothing_marked_left};
 
 /// A test host that trusts a fresh key pair; the key's directory lives as
 /// long as the returned guard.
@@ -582,4 +582,143 @@ fn upgrade_uses_the_package_that_installed_docker() {
         "{}",
         run.stderr
     );
+}
+
+/// Unmounts a test's sshfs mount when dropped, so a failed test leaves no
+/// mount (and no sshfs or relay process) behind.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount3")
+            .args(["-u", "-z"])
+            .arg(&self.0)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+fn mount_shows_a_machines_directory_here_until_unmounted() {
+    let t = TestContext::new();
+    let (host, key, _keys) = start_host(Image::Docker);
+    create_generic(
+        &t,
+        &host,
+        &key,
+        "fs",
+        "tester",
+        &["--engine-install-method", "none"],
+    )
+    .ok();
+    t.run(&[
+        "ssh",
+        "fs",
+        "mkdir -p src && echo from-the-machine > src/remote.txt",
+    ])
+    .ok();
+    let local = tempfile::tempdir().unwrap();
+    let dir = local.path().join("src");
+    let dir_arg = dir.to_str().unwrap();
+    let _mounted = Mounted(dir.clone());
+
+    // A relative path starts at the SSH user's home; the mount point is
+    // made.
+    let run = t.run(&["mount", "fs:src", dir_arg]);
+    run.ok();
+    assert!(
+        run.stderr.contains(&format!(
+            "Mounted fs:src on {dir_arg} (unmount: machine mount -u fs:src {dir_arg})"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("remote.txt")).unwrap(),
+        "from-the-machine\n"
+    );
+    std::fs::write(dir.join("local.txt"), "from-here\n").unwrap();
+    assert_eq!(
+        t.run(&["ssh", "fs", "cat", "src/local.txt"]).ok(),
+        "from-here\n"
+    );
+    // The machine's user's files are shown as ours.
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir.join("remote.txt")).unwrap();
+    assert_eq!(meta.uid(), unsafe { libc::getuid() });
+    // The driver is not kept running for as long as the mount lasts.
+    t.assert_no_driver_left(Duration::from_secs(5));
+
+    // Mounting on it again is refused, with what to do.
+    let err = t.run(&["mount", "fs:src", dir_arg]);
+    let err = err.fails_with(1);
+    assert!(
+        err.contains(&format!(
+            "{dir_arg} already has fs:src (fuse.sshfs) mounted on it"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("machine mount -u fs:src"), "{err}");
+
+    // As another user: root's home.
+    let root_dir = local.path().join("root-home");
+    let _root_mounted = Mounted(root_dir.clone());
+    t.run(&["mount", "root@fs:", root_dir.to_str().unwrap()])
+        .ok();
+    std::fs::write(root_dir.join("note"), "as root\n").unwrap();
+    assert_eq!(
+        t.run(&["ssh", "fs", "sudo", "cat", "/root/note"]).ok(),
+        "as root\n"
+    );
+    t.run(&["mount", "-u", "root@fs:", root_dir.to_str().unwrap()])
+        .ok();
+
+    // Unmounted: the directory is empty again, and sshfs and the relay
+    // are gone.
+    let run = t.run(&["mount", "-u", "fs:src", dir_arg]);
+    run.ok();
+    assert!(run.stderr.contains(&format!("Unmounted {dir_arg}")));
+    assert!(!dir.join("remote.txt").exists());
+    assert_nothing_marked_left(&t.marker, Duration::from_secs(10));
+    let err = t.run(&["mount", "-u", "fs:src", dir_arg]);
+    let err = err.fails_with(1);
+    assert!(
+        err.contains(&format!("unmounting {dir_arg} failed")),
+        "{err}"
+    );
+    assert!(err.contains("nothing is mounted there"), "{err}");
+
+    // What a user can get wrong.
+    let err = t.run(&["mount", "/srv/x", dir_arg]);
+    assert!(
+        err.fails_with(1).contains("does not say which machine"),
+        "{}",
+        err.stderr
+    );
+    let err = t.run(&["mount", "nosuch:/srv", dir_arg]);
+    assert!(err.fails_with(1).contains("nosuch"), "{}", err.stderr);
+    let err = t.run(&["mount", "fs:"]);
+    assert!(
+        err.fails_with(1).contains("give a local directory"),
+        "{}",
+        err.stderr
+    );
+    let err = t.run_env(&["mount", "fs:src", dir_arg], &[("PATH", "/nonexistent")]);
+    let err = err.fails_with(1);
+    assert!(err.contains("needs sshfs, which is not installed"), "{err}");
+    assert!(err.contains("apt-get install sshfs"), "{err}");
+    // A directory the machine does not have: sshfs says so, and so do we.
+    let err = t.run(&["mount", "fs:/no/such/dir", dir_arg]);
+    let err = err.fails_with(1);
+    assert!(
+        err.contains(&format!(
+            "sshfs could not mount fs:/no/such/dir on {dir_arg}"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("machine ssh fs ls -ld /no/such/dir"), "{err}");
+    assert_nothing_marked_left(&t.marker, Duration::from_secs(10));
+
+    t.run(&["rm", "-y", "fs"]).ok();
 }

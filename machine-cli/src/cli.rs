@@ -131,6 +131,39 @@ pub enum Command {
         /// Destination: a local path or NAME:PATH.
         destination: String,
     },
+    /// Mount a machine's directory with sshfs, or unmount it (-u).
+    #[command(after_help = "Examples:
+  machine mount dev:/home/docker/src ./src
+  machine mount dev: ~/dev-home            (the SSH user's home)
+  machine mount root@dev:/etc ./dev-etc    (as another user)
+  machine mount -u dev:/home/docker/src ./src
+
+Needs sshfs (apt-get install sshfs). sshfs talks SFTP through machine's own SSH
+connection, which checks the machine's pinned host key; no ssh binary is used.")]
+    Mount {
+        /// Unmount instead.
+        #[arg(short, long)]
+        unmount: bool,
+        /// The directory: [USER@]NAME:PATH. A relative PATH starts at the
+        /// SSH user's home; an empty one is the home itself.
+        source: String,
+        /// The local directory to mount it on, made if missing (default:
+        /// the same path as on the machine, as Docker Machine did).
+        dir: Option<PathBuf>,
+    },
+    /// sshfs runs this as its `ssh`: the machine's SFTP subsystem over
+    /// stdin and stdout.
+    #[command(name = "sftp-relay", hide = true)]
+    SftpRelay {
+        /// Log in as this user instead of the machine's SSH user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Machine name
+        name: String,
+        /// What sshfs adds for ssh (options, host, `-s sftp`); not used.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ssh_args: Vec<String>,
+    },
     /// Provision (or re-provision) Docker on existing machines.
     Provision(Machines),
     /// Make new TLS certificates for machines and restart Docker.

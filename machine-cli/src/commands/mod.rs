@@ -6,6 +6,7 @@ pub mod env;
 pub mod info;
 pub mod lifecycle;
 pub mod ls;
+pub mod mount;
 pub mod remote;
 
 use std::collections::HashMap;
@@ -45,6 +46,12 @@ pub async fn run(
             source,
             destination,
         } => remote::scp(ctx, recursive, &source, &destination).await,
+        Command::Mount {
+            unmount,
+            source,
+            dir,
+        } => mount::run(ctx, &source, dir, unmount).await,
+        Command::SftpRelay { user, name, .. } => mount::sftp_relay(ctx, &name, user).await,
         Command::Provision(m) => remote::provision_cmd(ctx, m.names).await,
         Command::RegenerateCerts {
             force,

@@ -165,6 +165,20 @@ pub enum SshError {
         command: String,
     },
 
+    /// The server has no such subsystem (sshd_config's `Subsystem` line).
+    #[error(
+        "the SSH server of machine `{machine}` at {addr} has no `{subsystem}` subsystem for user `{user}`; \
+         add `Subsystem {subsystem} internal-{subsystem}` to the host's sshd_config and restart sshd",
+        addr = display_addr(host, *port)
+    )]
+    SubsystemRefused {
+        machine: String,
+        host: String,
+        port: u16,
+        user: String,
+        subsystem: String,
+    },
+
     /// The command's channel closed without an exit status.
     #[error(
         "`{command}` on machine `{machine}` ended without an exit status; \

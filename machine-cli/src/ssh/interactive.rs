@@ -72,6 +72,49 @@ impl Session {
         result
     }
 
+    /// Runs the SSH subsystem `name` (`sftp`) attached to stdin and stdout,
+    /// byte for byte, and returns its exit status. `on_ready` runs once the
+    /// server has started it, before any byte is relayed.
+    pub async fn subsystem(&self, name: &str, on_ready: impl FnOnce()) -> Result<u32, SshError> {
+        let shown = format!("the {name} subsystem");
+        let mut channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| self.channel_error(&shown, e))?;
+        channel
+            .request_subsystem(true, name)
+            .await
+            .map_err(|e| self.channel_error(&shown, e))?;
+        // The server answers before the subsystem says anything: nothing
+        // but the reply can arrive first.
+        loop {
+            match channel.wait().await {
+                Some(ChannelMsg::Success) => break,
+                Some(ChannelMsg::Failure) | Some(ChannelMsg::Close) | None => {
+                    return Err(SshError::SubsystemRefused {
+                        machine: self.target.machine.clone(),
+                        host: self.target.host.clone(),
+                        port: self.target.port,
+                        user: self.target.user.clone(),
+                        subsystem: name.to_owned(),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        on_ready();
+        let (mut read, write) = channel.split();
+        let (stdin_pump, input) = stdin::start().map_err(|source| SshError::Terminal {
+            machine: self.target.machine.clone(),
+            what: "reading stdin",
+            source,
+        })?;
+        let result = self.attach(&shown, &mut read, &write, input, false).await;
+        drop(stdin_pump);
+        result
+    }
+
     /// Moves bytes between the channel and our standard streams until the
     /// server closes the channel.
     async fn attach(
