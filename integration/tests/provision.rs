@@ -263,6 +263,8 @@ fn interactive_ssh_in_a_terminal(t: &TestContext, name: &str) {
     let cooked = libc::ICANON | libc::ECHO | libc::ISIG;
     // bash's prompt for a user: the login shell is up.
     term.wait_for("the shell's prompt", limit, |s| s.contains("$ "));
+    // The driver is not kept running for the length of a session.
+    t.assert_no_driver_left(Duration::from_secs(5));
     assert_eq!(
         term.local_modes() & cooked,
         0,

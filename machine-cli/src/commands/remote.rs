@@ -31,9 +31,11 @@ pub async fn ssh(ctx: &Context, name: &str, command: Vec<String>) -> anyhow::Res
         .cloned()
         .collect::<Vec<_>>()
         .join(" ");
-    let status = s
-        .interactive((!command.is_empty()).then_some(command.as_str()))
-        .await;
+    // A login shell can last for hours; the driver is not needed for it.
+    let (status, ()) = tokio::join!(
+        s.interactive((!command.is_empty()).then_some(command.as_str())),
+        ctx.host.shutdown()
+    );
     s.close().await;
     let status = status?;
     Ok(ExitCode::from(u8::try_from(status).unwrap_or(255)))
