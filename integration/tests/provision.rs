@@ -699,7 +699,12 @@ fn mount_shows_a_machines_directory_here_until_unmounted() {
         err.stderr
     );
     let err = t.run(&["mount", "nosuch:/srv", dir_arg]);
-    assert!(err.fails_with(1).contains("nosuch"), "{}", err.stderr);
+    assert!(
+        err.fails_with(1)
+            .contains("machine `nosuch` does not exist"),
+        "{}",
+        err.stderr
+    );
     let err = t.run(&["mount", "fs:"]);
     assert!(
         err.fails_with(1).contains("give a local directory"),

@@ -58,11 +58,7 @@ impl Session {
         }
         .map_err(|e| self.channel_error(shown, e))?;
         let (mut read, write) = channel.split();
-        let (stdin_pump, input) = stdin::start().map_err(|source| SshError::Terminal {
-            machine: self.target.machine.clone(),
-            what: "reading stdin",
-            source,
-        })?;
+        let (stdin_pump, input) = self.read_stdin()?;
         let result = self.attach(shown, &mut read, &write, input, use_pty).await;
         // The input receiver is gone with `attach`; stopping the pump now
         // cannot block on a full queue. Then the terminal is restored,
@@ -105,14 +101,18 @@ impl Session {
         }
         on_ready();
         let (mut read, write) = channel.split();
-        let (stdin_pump, input) = stdin::start().map_err(|source| SshError::Terminal {
-            machine: self.target.machine.clone(),
-            what: "reading stdin",
-            source,
-        })?;
+        let (stdin_pump, input) = self.read_stdin()?;
         let result = self.attach(&shown, &mut read, &write, input, false).await;
         drop(stdin_pump);
         result
+    }
+
+    fn read_stdin(&self) -> Result<(stdin::Pump, stdin::Receiver), SshError> {
+        stdin::start().map_err(|source| SshError::Terminal {
+            machine: self.target.machine.clone(),
+            what: "reading stdin",
+            source,
+        })
     }
 
     /// Moves bytes between the channel and our standard streams until the
